@@ -1,0 +1,40 @@
+"""h5recorder: record robot timesteps into HDF5 without making the control loop wait.
+
+A drop-in replacement for ``mbodied.data.recording.Recorder``::
+
+    from h5recorder import Recorder
+"""
+
+from __future__ import annotations
+
+from ._recorder import Options, Recorder, copy_and_delete_old
+from ._schema import create_dataset_for_space_dict
+from ._version import __version__
+from ._writer import Status
+from .errors import (
+    ClosedError,
+    DiskFullError,
+    RecorderError,
+    RecoveryError,
+    SchemaError,
+    StepError,
+    StepTypeError,
+    WriterError,
+)
+
+__all__ = [
+    "ClosedError",
+    "DiskFullError",
+    "Options",
+    "Recorder",
+    "RecorderError",
+    "RecoveryError",
+    "SchemaError",
+    "Status",
+    "StepError",
+    "StepTypeError",
+    "WriterError",
+    "__version__",
+    "copy_and_delete_old",
+    "create_dataset_for_space_dict",
+]

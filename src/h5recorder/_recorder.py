@@ -1,0 +1,494 @@
+"""The public ``Recorder``: mbodied's API over the ring, the writer and the file.
+
+The caller's thread, inside ``record()``, only checks the step (``Plan.collect``), copies it
+into the ring and advances the head. Everything that touches h5py while a recording runs
+happens on the writer thread (``_writer``), except the direct paths the reference API offers
+(``record_timestep``, ``recorder.file``), which the user calls knowingly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import time
+import warnings
+import weakref
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from ._ring import Ring, capacity_for, sweep_stale_segments
+from ._schema import Plan, create_layout, dataset_options, infer_space, to_mapping
+from ._stats import LeafStats
+from ._version import __version__
+from ._writer import Counters, Status, Writer
+from .errors import ClosedError, RecorderError, SchemaError, WriterError
+
+__all__ = ["Options", "Recorder", "copy_and_delete_old"]
+
+ROOTS = ("observation", "action", "state", "supervision")
+
+_open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    for recorder in list(_open_recorders):
+        try:
+            recorder.close()
+        except Exception as error:  # noqa: BLE001 - nothing else can report it at exit
+            warnings.warn(f"h5recorder: closing {recorder.filename} at exit failed: {error!r}",
+                          stacklevel=1)
+
+
+def copy_and_delete_old(filename: str | Path) -> Path:
+    """Move ``filename`` aside to ``<stem><YYYYmmddHHMMSS>.h5`` in the same folder.
+
+    Nothing recorded earlier is overwritten: when that name is taken, ``_1``, ``_2``, ... is
+    appended. Returns the new path.
+    """
+    path = Path(filename)
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    target = path.with_name(f"{path.stem}{stamp}{path.suffix}")
+    number = 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.stem}{stamp}_{number}{path.suffix}")
+    shutil.move(path, target)
+    return target
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a recorder writes; stored in the file as the ``recorder_options`` attribute.
+
+    Parameters
+    ----------
+    compression
+        ``"blosc2"`` (lz4; or ``"blosc2:lz4"``, ``"blosc2:zstd"``), readable by anyone who
+        imports ``hdf5plugin``; ``"gzip"`` and ``"lzf"``, readable by any h5py; or ``None``.
+    compression_level
+        Codec level; ``None`` picks 1 (blosc2, gzip).
+    compression_threads
+        Threads blosc2 uses per chunk.
+    buffer_bytes
+        Byte budget of the ring buffers; when the disk falls behind for longer than this
+        covers, ``on_full`` applies.
+    on_full
+        ``"wait"`` (lossless: ``record()`` waits for room, and the wait is counted) or
+        ``"drop"`` (the step is dropped and counted).
+    commit_interval
+        Longest time, in seconds, between two commits while steps arrive.
+    chunk_bytes
+        Target uncompressed size of one chunk.
+    strict
+        Unknown keys raise ``StepError`` instead of warning once and being skipped.
+    min_free_bytes
+        Free disk space the recorder keeps; below it, the writer stops with ``DiskFullError``.
+    """
+
+    compression: str | None = "blosc2"
+    compression_level: int | None = None
+    compression_threads: int = 1
+    buffer_bytes: int = 256 << 20
+    on_full: Literal["wait", "drop"] = "wait"
+    commit_interval: float = 1.0
+    chunk_bytes: int = 1 << 20
+    strict: bool = False
+    min_free_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.on_full not in ("wait", "drop"):
+            raise ValueError(f"on_full: expected 'wait' or 'drop', got {self.on_full!r}")
+        if not 0 < self.commit_interval <= 60:
+            raise ValueError(f"commit_interval: expected 0 < seconds <= 60, got {self.commit_interval}")
+        if self.buffer_bytes < 1 << 16:
+            raise ValueError(f"buffer_bytes: expected at least 65536, got {self.buffer_bytes}")
+        if self.chunk_bytes < 1 << 10:
+            raise ValueError(f"chunk_bytes: expected at least 1024, got {self.chunk_bytes}")
+        if self.compression_threads < 1:
+            raise ValueError(f"compression_threads: expected >= 1, got {self.compression_threads}")
+        if self.min_free_bytes < 0:
+            raise ValueError(f"min_free_bytes: expected >= 0, got {self.min_free_bytes}")
+        probe = spaces.Box(0, 1, (1,), np.float32)
+        from ._schema import make_leaf
+
+        dataset_options(make_leaf(("probe",), probe, self.chunk_bytes),
+                        self.compression, self.compression_level)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _open_file(path: Path) -> h5py.File:
+    # fs_strategy="none": rewritten chunks go to fresh space, never over flushed data.
+    return h5py.File(path, "w", fs_strategy="none")
+
+
+class Recorder:
+    """Records timesteps into an HDF5 file without making the caller wait.
+
+    A drop-in replacement for ``mbodied.data.recording.Recorder``: same arguments, same
+    file layout (one root group per space, ``size`` attribute), same methods; added options
+    are keyword-only (see :class:`Options`).
+
+    ``record()`` checks the step, copies it into preallocated ring buffers and returns; a
+    writer thread compresses full chunks into the file and commits at least every
+    ``commit_interval`` seconds (the ``size`` attribute follows each commit). ``close()``
+    (also leaving a ``with`` block, and interpreter exit) writes everything accepted.
+
+    Parameters
+    ----------
+    name
+        File name; the file is ``out_dir / Path(name).with_suffix(".h5")``. A file already
+        there is moved aside (see :func:`copy_and_delete_old`).
+    observation_space, action_space, state_space, supervision_space
+        gymnasium spaces; a space not given is inferred from the first ``record()`` call.
+    out_dir
+        Folder of the file and of the ``<stem>_frames`` folder; created.
+    image_keys_to_save
+        Image keys whose frames are saved as PNG (default ``["image"]``).
+    **options
+        Keyword-only settings, see :class:`Options`.
+
+    Examples
+    --------
+    >>> with Recorder("run", observation_space=space) as recorder:  # doctest: +SKIP
+    ...     for step in loop:
+    ...         recorder.record(observation=step.observation, action=step.action)
+    """
+
+    def __init__(
+        self,
+        name: str = "dataset.h5",
+        observation_space: spaces.Space[Any] | None = None,
+        action_space: spaces.Space[Any] | None = None,
+        state_space: spaces.Space[Any] | None = None,
+        supervision_space: spaces.Space[Any] | None = None,
+        out_dir: str = "saved_datasets",
+        image_keys_to_save: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        self.options = Options(**options)
+        self.name = name
+        self.out_dir = out_dir
+        self.image_keys_to_save = ["image"] if image_keys_to_save is None else list(image_keys_to_save)
+        self.frames_dir = Path(out_dir) / (Path(name).stem + "_frames")
+        self.filename = Path(out_dir) / Path(name).with_suffix(".h5")
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.state_space = state_space
+        self.supervision_space = supervision_space
+        self.index = 0
+        self.root_keys: list[str] = []
+        self.root_spaces: list[spaces.Space[Any]] = []
+        self._closed = False
+        self._writer: Writer | None = None
+        self._ring: Ring | None = None
+        self._counters = Counters()
+        self._plan = Plan({}, self.options.chunk_bytes)
+        self._datasets: dict[int, h5py.Dataset] = {}
+        sweep_stale_segments()
+        self._open()
+        self.configure_root_spaces(
+            observation=observation_space,
+            action=action_space,
+            state=state_space,
+            supervision=supervision_space,
+        )
+        if self.root_keys:
+            self._start()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
+        if self.filename.exists():
+            copy_and_delete_old(self.filename)
+        self.file = _open_file(self.filename)
+        self.file.attrs["size"] = 0
+        self.file.attrs["recorder_version"] = __version__
+        self.file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
+        self._closed = False
+        _open_recorders.add(self)
+
+    def _start(self) -> None:
+        leaves = self._plan.leaves
+        options = self.options
+        self._ring = Ring(leaves, capacity_for(leaves, options.buffer_bytes))
+        self._counters = Counters()
+        image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
+        self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
+        self._writer = Writer(
+            self.file, leaves, self._datasets, self._ring, self._counters,
+            [LeafStats(leaf) for leaf in leaves],
+            compression=options.compression,
+            compression_level=options.compression_level,
+            compression_threads=options.compression_threads,
+            commit_interval=options.commit_interval,
+            min_free_bytes=options.min_free_bytes,
+            extra_attrs={},
+        )
+        self._writer.start()
+
+    def _stop(self) -> BaseException | None:
+        """Drain, commit and stop the writer; return its error, if any."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return None
+        writer.stop()
+        if writer.error is None:
+            try:
+                writer.write_attributes()
+                writer.store_stats()
+                self.file.flush()
+            except Exception as error:  # noqa: BLE001 - reported by close()
+                writer.error = error
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        return writer.error
+
+    def close(self) -> None:
+        """Write every accepted step, store statistics and close the file.
+
+        A second call does nothing. Raises :class:`WriterError` (cause chained) if the
+        writer failed; the file is closed either way.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _open_recorders.discard(self)
+        error = self._stop()
+        try:
+            self.file.close()
+        finally:
+            if error is not None:
+                if isinstance(error, WriterError):
+                    raise type(error)(str(error)) from error
+                raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+
+    def reset(self) -> None:
+        """Close this episode's file, move it aside and start a fresh one.
+
+        The new file has the same spaces (declared or inferred), ``index`` is 0 again.
+        """
+        root_spaces = self._plan.root_spaces()
+        self.close()
+        copy_and_delete_old(self.filename)
+        self.index = 0
+        self.root_keys, self.root_spaces = [], []
+        self._plan = Plan({}, self.options.chunk_bytes)
+        self._datasets = {}
+        self._open()
+        self.configure_root_spaces(**root_spaces)
+        if self.root_keys:
+            self._start()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- spaces ---------------------------------------------------------------------------
+
+    def configure_root_spaces(
+        self, **root_spaces: spaces.Space[Any] | None
+    ) -> tuple[list[str], list[spaces.Space[Any]]]:
+        """Create the root groups and datasets for the given spaces.
+
+        Returns ``(root_keys, root_spaces)`` of the roots created by this call. Roots can be
+        added until the first step is recorded.
+        """
+        given = {name: space for name, space in root_spaces.items() if space is not None}
+        for name, space in given.items():
+            if not isinstance(space, spaces.Space):
+                raise SchemaError(f"{name}: expected a gymnasium space, got {type(space).__name__}")
+            if name in self._plan.roots:
+                raise SchemaError(f"{name}: this root is already configured")
+        if not given:
+            return [], []
+        if self.index:
+            raise SchemaError(
+                f"{', '.join(given)}: roots can only be added before the first step is recorded"
+            )
+        restart = self._writer is not None
+        if restart:
+            self._stop()
+        for name in given:
+            if name in self.file:
+                raise SchemaError(f"{name}: the file already holds an object of this name")
+        self._plan = Plan({**self._plan.root_spaces(), **given}, self.options.chunk_bytes)
+        created = create_layout(self.file, self._plan, list(given), self.options.compression,
+                                self.options.compression_level)
+        self._datasets = {
+            leaf.index: created.get(leaf.index) or self.file["/".join(leaf.path)]
+            for leaf in self._plan.leaves
+        }
+        self.root_keys += list(given)
+        self.root_spaces += list(given.values())
+        if restart:
+            self._start()
+        return list(given), list(given.values())
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record(
+        self,
+        observation: Any | None = None,
+        action: Any | None = None,
+        state: Any | None = None,
+        supervision: Any | None = None,
+    ) -> None:
+        """Record one timestep; returns once it is copied into the ring (microseconds).
+
+        Each argument is a dict (nested for ``Dict`` spaces), an object with ``.dict()`` /
+        ``model_dump()``, or, for a non-``Dict`` space, the value itself. A space that was
+        not declared is inferred from the first call. The step is checked whole before any
+        of it is copied: a bad value raises :class:`StepError` naming the key, what was
+        expected and what arrived, and the recorder keeps working. A missing or ``None``
+        value records the leaf's fill value (zeros, or ``""``) and is counted.
+
+        The step reaches the file at the next commit (at most ``commit_interval`` seconds
+        later) and for certain at ``close()``.
+        """
+        writer = self._writer
+        if writer is None or self.index == 0:
+            writer = self._first_step(observation, action, state, supervision)
+        if writer.error is not None:
+            writer.raise_error()
+        plan = self._plan
+        steps = {"observation": observation, "action": action, "state": state,
+                 "supervision": supervision}
+        for name, value in steps.items():
+            if value is not None and name not in plan.roots:
+                raise SchemaError(
+                    f"{name}: this root was neither declared nor present in the first step; "
+                    "declare its space when creating the recorder"
+                )
+        missing = plan.collect(steps, self.options.strict)
+        ring = self._ring
+        assert ring is not None
+        if ring.head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
+            return
+        slot = ring.head % ring.capacity
+        for column, value in zip(ring.columns, plan.values):
+            column[slot] = value
+        ring.stamps[slot] = time.perf_counter_ns()
+        ring.head += 1
+        counters = self._counters
+        counters.steps += 1
+        counters.missing_values += missing
+        self.index += 1
+        if ring.head - ring.tail >= self._wake_at:
+            writer.wake.set()
+
+    def _first_step(self, *values: Any) -> Writer:
+        if self._closed:
+            raise ClosedError(f"record() after close() of {self.filename}; use a new Recorder")
+        inferred = {
+            name: infer_space(value, name)
+            for name, value in zip(ROOTS, values, strict=True)
+            if value is not None and name not in self._plan.roots
+        }
+        if inferred:
+            self.configure_root_spaces(**inferred)
+        if self._writer is None:
+            if not self._plan.roots:
+                raise SchemaError("record() needs at least one of observation, action, state, "
+                                  "supervision")
+            self._start()
+        assert self._writer is not None
+        return self._writer
+
+    def _make_room(self, ring: Ring, writer: Writer) -> bool:
+        counters = self._counters
+        if self.options.on_full == "drop":
+            counters.drops += 1
+            return False
+        counters.waits += 1
+        started = time.perf_counter()
+        while ring.head - ring.tail >= ring.capacity:
+            ring.released.clear()
+            if ring.head - ring.tail < ring.capacity:
+                break
+            if writer.error is not None:
+                writer.raise_error()
+            writer.wake.set()
+            ring.released.wait(0.1)
+        counters.wait_seconds += time.perf_counter() - started
+        return True
+
+    def status(self) -> Status:
+        """Counters and health of the current episode, readable while it runs."""
+        return self._counters.status(self._ring)
+
+    def save_stats(self) -> dict[str, dict[str, Any]]:
+        """Store per-dataset statistics as ``stats_*`` attributes and return them.
+
+        For every dataset: ``count``, ``min``, ``max``, ``mean``, ``std`` (per channel for
+        images, per element otherwise) and, for ``Discrete``, ``value_counts``. They are kept
+        up to date by the writer as rows go by, so this reads nothing back from the file.
+        """
+        if self._closed:
+            raise ClosedError(f"save_stats() after close() of {self.filename}")
+        if self._writer is None:
+            return {}
+        writer = self._writer
+        if writer.error is not None:
+            writer.raise_error()
+
+        def store() -> dict[str, dict[str, Any]]:
+            writer.commit()
+            return writer.store_stats()
+
+        return writer.request(store)  # type: ignore[no-any-return]
+
+    def record_timestep(self, group: h5py.Group | h5py.Dataset, sample: Any, index: int) -> None:
+        """Write ``sample`` straight into ``group`` (or a dataset) at row ``index``.
+
+        The slow, synchronous path of the reference API, for groups the user created in
+        ``recorder.file``: it calls h5py in the caller's thread. Datasets grow to exactly
+        ``index + 1`` rows when needed.
+        """
+        if self._closed:
+            raise ClosedError(f"record_timestep() after close() of {self.filename}")
+        if isinstance(group, h5py.Dataset):
+            if index >= group.shape[0]:
+                group.resize(index + 1, axis=0)
+            value = getattr(sample, "value", sample)
+            if hasattr(value, "array") and not isinstance(value, np.ndarray):
+                value = value.array
+            if group.attrs.get("tuple_length") is not None:
+                value = json.dumps(np.asarray(value).tolist())
+            group[index] = value
+            return
+        mapping = to_mapping(sample)
+        if mapping is None:
+            raise RecorderError(f"{group.name}: expected a dict, got {type(sample).__name__}")
+        for key, value in mapping.items():
+            if value is None:
+                continue
+            if key not in group:
+                warnings.warn(f"key {key!r} not in group {group.name}; skipped", stacklevel=2)
+                continue
+            self.record_timestep(group[key], value, index)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.index} steps"
+        return f"<Recorder {str(self.filename)!r} ({state})>"
+

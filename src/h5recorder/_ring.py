@@ -1,0 +1,125 @@
+"""Preallocated ring buffers: one array per leaf, ``[capacity, *shape]``, plus a timestamp.
+
+The caller writes slot ``head % capacity`` and then advances ``head``; the writer reads the
+slots in ``[tail, head)`` and advances ``tail`` once every consumer has released them. Each
+index is written by one thread only, so plain attributes suffice under the GIL.
+
+Image columns live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so that worker
+processes can read frames in place; segments of dead processes are swept at start.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._schema import Leaf
+
+__all__ = ["SHM_DIR", "SHM_PREFIX", "Ring", "sweep_stale_segments"]
+
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "h5rec_"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_segments() -> list[str]:
+    """Remove shared-memory segments left by recorders whose process is gone."""
+    removed: list[str] = []
+    if not SHM_DIR.is_dir():
+        return removed
+    for entry in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        try:
+            pid = int(entry.name[len(SHM_PREFIX) :].split("_", 1)[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+class SharedColumn:
+    """A numpy array over a named shared-memory file, which other processes can map."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        self.name = name
+        self.path = SHM_DIR / name
+        size = max(1, int(np.prod(shape)) * dtype.itemsize)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.array: np.ndarray[Any, Any] = np.ndarray(shape, dtype, buffer=self._map)
+
+    def close(self) -> None:
+        self.array = np.empty(0)
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive somewhere; the unlink below still frees it
+            pass
+        self.path.unlink(missing_ok=True)
+
+
+class Ring:
+    """The ring buffers of one recording; ``capacity`` slots shared by every leaf."""
+
+    def __init__(self, leaves: list[Leaf], capacity: int, shared_images: bool = True) -> None:
+        self.capacity = capacity
+        self.head = 0
+        self.tail = 0
+        self.columns: list[np.ndarray[Any, Any]] = []
+        self.shared: dict[int, SharedColumn] = {}
+        self.released = threading.Event()
+        use_shm = shared_images and SHM_DIR.is_dir()
+        token = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        for leaf in leaves:
+            shape = (capacity, *leaf.shape)
+            if leaf.is_image and use_shm:
+                column = SharedColumn(f"{token}_{leaf.index}", shape, leaf.dtype)
+                self.shared[leaf.index] = column
+                array = column.array
+            else:
+                array = np.empty(shape, leaf.dtype)
+            if array.dtype != object:
+                array.fill(0)  # touch every page now, not during the first pass of record()
+            else:
+                array.fill("")
+            self.columns.append(array)
+        self.stamps = np.zeros(capacity, np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(column.nbytes for column in self.columns) + self.stamps.nbytes
+
+    @property
+    def pending(self) -> int:
+        return self.head - self.tail
+
+    def close(self) -> None:
+        self.columns = []
+        for column in self.shared.values():
+            column.close()
+        self.shared = {}
+
+
+def capacity_for(leaves: list[Leaf], budget_bytes: int, minimum: int = 16) -> int:
+    """How many slots fit ``budget_bytes`` (never fewer than ``minimum``)."""
+    step = sum(leaf.row_bytes if not leaf.is_string else 8 for leaf in leaves) + 8
+    return int(max(minimum, min(budget_bytes // step, 1 << 22)))

@@ -1,0 +1,403 @@
+"""The writer thread: ring slots to compressed chunks, chunks to the file, commits.
+
+While a recording runs, this thread is the only one that calls h5py for the recorder (user
+code may still use ``recorder.file`` itself; h5py serializes the two). It
+
+1. moves the rows in ``[tail, head)`` of the ring into one staging chunk per leaf, updating
+   the statistics in the same pass (``native.fold_rows``, GIL released);
+2. writes each chunk as soon as it is full: blosc2 chunks are compressed here (python-blosc2
+   with the GIL released) and written with ``write_direct_chunk``; other filters go through
+   HDF5's own pipeline, which also runs without the GIL;
+3. commits at least every ``commit_interval`` seconds: it writes the partly filled last chunk
+   of each leaf, grows the datasets to the rows done, flushes, and only then sets ``size`` and
+   the counters and flushes again, so that after a crash ``size`` never covers rows that were
+   not flushed. The file is created with HDF5's ``fs_strategy="none"``: a chunk written again
+   goes to new space at the end of the file and never over data a flushed index still points
+   at, which is what makes a file killed at any moment open as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import native
+from ._ring import Ring
+from ._schema import Leaf
+from ._stats import LeafStats
+from .errors import DiskFullError, WriterError
+
+__all__ = ["Counters", "Status", "Writer"]
+
+HISTOGRAM_BINS = 48 * native.kernels.BINS_PER_OCTAVE
+
+
+@dataclass(frozen=True)
+class Status:
+    """Counters and health of a recording, as stored in the file's root attributes."""
+
+    steps: int
+    rows_committed: int
+    bytes_raw: int
+    bytes_written: int
+    commits: int
+    waits: int
+    wait_seconds: float
+    drops: int
+    missing_values: int
+    ring_capacity: int
+    ring_pending: int
+    steps_per_second: float
+    interval_p50_us: float
+    interval_p99_us: float
+    interval_p999_us: float
+    longest_gap_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Counters:
+    """Mutable counts shared by the caller (steps, waits, drops) and the writer (the rest)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.waits = 0
+        self.wait_seconds = 0.0
+        self.drops = 0
+        self.missing_values = 0
+        self.rows_committed = 0
+        self.bytes_raw = 0
+        self.bytes_written = 0
+        self.commits = 0
+        self.histogram = np.zeros(HISTOGRAM_BINS, np.int64)
+        self.first_stamp = 0
+        self.last_stamp = 0
+        self.longest_gap_ns = 0
+
+    def percentile_us(self, fraction: float) -> float:
+        total = int(self.histogram.sum())
+        if total == 0:
+            return math.nan
+        rank = fraction * total
+        bin_index = int(np.searchsorted(np.cumsum(self.histogram), rank))
+        bins_per_octave = native.kernels.BINS_PER_OCTAVE
+        upper = native.kernels.SMALLEST_NS * 2 ** ((bin_index + 1) / bins_per_octave)
+        return float(upper / 1000.0)
+
+    def status(self, ring: Ring | None) -> Status:
+        span = (self.last_stamp - self.first_stamp) / 1e9
+        intervals = int(self.histogram.sum())
+        return Status(
+            steps=self.steps,
+            rows_committed=self.rows_committed,
+            bytes_raw=self.bytes_raw,
+            bytes_written=self.bytes_written,
+            commits=self.commits,
+            waits=self.waits,
+            wait_seconds=self.wait_seconds,
+            drops=self.drops,
+            missing_values=self.missing_values,
+            ring_capacity=ring.capacity if ring else 0,
+            ring_pending=ring.pending if ring else 0,
+            steps_per_second=intervals / span if span > 0 else math.nan,
+            interval_p50_us=self.percentile_us(0.5),
+            interval_p99_us=self.percentile_us(0.99),
+            interval_p999_us=self.percentile_us(0.999),
+            longest_gap_s=self.longest_gap_ns / 1e9,
+        )
+
+
+class _Staging:
+    """The chunk a leaf is filling: a buffer, how many rows it holds, which chunk it is."""
+
+    def __init__(self, leaf: Leaf) -> None:
+        dtype = leaf.dtype
+        self.buffer: np.ndarray[Any, Any] = np.zeros((leaf.chunk_rows, *leaf.shape), dtype)
+        if leaf.is_string:
+            self.buffer.fill("")
+        self.rows = 0
+        self.chunk = 0
+        self.dirty = False
+
+
+class _Blosc2Frames:
+    """Compresses a chunk into a blosc2 frame that hdf5plugin's filter decodes on read."""
+
+    def __init__(self, codec: str, level: int, threads: int) -> None:
+        import blosc2
+
+        # Without this, python-blosc2 holds the GIL while it compresses and the caller stalls.
+        blosc2.set_releasegil(True)
+        self._blosc2 = blosc2
+        self._codec = {"lz4": blosc2.Codec.LZ4, "zstd": blosc2.Codec.ZSTD}[codec]
+        self._level = level
+        self._threads = threads
+
+    def frame(self, buffer: np.ndarray[Any, Any]) -> bytes:
+        cparams = {
+            "codec": self._codec,
+            "clevel": self._level,
+            "typesize": buffer.dtype.itemsize,
+            "nthreads": self._threads,
+            "filters": [self._blosc2.Filter.SHUFFLE],
+        }
+        schunk = self._blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
+        schunk.append_data(buffer)
+        return bytes(schunk.to_cframe())
+
+
+class Writer(threading.Thread):
+    """Drains the ring into ``datasets`` and commits; see the module docstring."""
+
+    def __init__(
+        self,
+        file: h5py.File,
+        leaves: list[Leaf],
+        datasets: dict[int, h5py.Dataset],
+        ring: Ring,
+        counters: Counters,
+        stats: list[LeafStats],
+        *,
+        compression: str | None,
+        compression_level: int | None,
+        compression_threads: int,
+        commit_interval: float,
+        min_free_bytes: int,
+        extra_attrs: dict[str, Any],
+    ) -> None:
+        super().__init__(name="h5recorder-writer", daemon=True)
+        self.file = file
+        self.leaves = leaves
+        self.datasets = datasets
+        self.ring = ring
+        self.counters = counters
+        self.stats = stats
+        self.commit_interval = commit_interval
+        self.min_free_bytes = min_free_bytes
+        self.extra_attrs = extra_attrs
+        self.staging = [_Staging(leaf) for leaf in leaves]
+        self.frames: _Blosc2Frames | None = None
+        if compression is not None and compression.startswith("blosc2"):
+            codec = compression.partition(":")[2] or "lz4"
+            self.frames = _Blosc2Frames(codec, 1 if compression_level is None else compression_level,
+                                        compression_threads)
+        self.wake = threading.Event()
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._stopping = False
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._last_commit = time.monotonic()
+        self._directory = Path(file.filename).parent
+        self._stamp_before = 0
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def request(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` on this thread after the ring is drained; return its result."""
+        future: Future[Any] = Future()
+        self._requests.put((function, future))
+        self.wake.set()
+        while not future.done():
+            if not self.is_alive():
+                self.raise_error()
+                raise WriterError("the writer thread stopped")
+            try:
+                return future.result(timeout=0.1)
+            except TimeoutError:
+                continue
+        return future.result()
+
+    def stop(self) -> None:
+        """Drain everything, commit, and end the thread."""
+        self._stopping = True
+        self.wake.set()
+        self.join()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            error = self.error
+            if isinstance(error, WriterError):
+                raise type(error)(str(error)) from error
+            raise WriterError(f"the writer failed: {error!r}") from error
+
+    # -- this thread ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            native.warm_up(
+                sorted({self._kernel_dtype(leaf) for leaf in self.leaves if not leaf.is_string},
+                       key=str)
+            )
+            self.ready.set()
+            while True:
+                self.wake.wait(self.commit_interval / 4)
+                self.wake.clear()
+                self.drain()
+                while not self._requests.empty():
+                    function, future = self._requests.get()
+                    self.drain()
+                    try:
+                        future.set_result(function())
+                    except BaseException as error:  # handed back to the caller
+                        future.set_exception(error)
+                if self._stopping and self.ring.pending == 0:
+                    self.commit()
+                    return
+                if time.monotonic() - self._last_commit >= self.commit_interval:
+                    self.commit()
+        except BaseException as error:
+            self.error = error
+        finally:
+            self.ready.set()
+            self.ring.released.set()
+            while not self._requests.empty():
+                _, future = self._requests.get()
+                future.set_exception(WriterError(f"the writer stopped: {self.error!r}"))
+
+    @staticmethod
+    def _kernel_dtype(leaf: Leaf) -> np.dtype[Any]:
+        return np.dtype(np.uint8) if leaf.dtype.kind == "b" else leaf.dtype
+
+    def drain(self) -> None:
+        """Move every published row out of the ring, writing the chunks that fill."""
+        ring = self.ring
+        while ring.pending:
+            start = ring.tail
+            count = min(ring.pending, max(1, ring.capacity // 4))
+            self._check_space(count)
+            slot = start % ring.capacity
+            for leaf, staging, stats in zip(self.leaves, self.staging, self.stats, strict=True):
+                self._take(leaf, staging, stats, ring.columns[leaf.index], slot, count)
+            counters = self.counters
+            if counters.first_stamp == 0:
+                counters.first_stamp = int(ring.stamps[slot])
+            longest = native.merge_intervals(
+                ring.stamps, slot, count, self._stamp_before, counters.histogram
+            )
+            counters.longest_gap_ns = max(counters.longest_gap_ns, int(longest))
+            self._stamp_before = int(ring.stamps[(slot + count - 1) % ring.capacity])
+            counters.last_stamp = self._stamp_before
+            ring.tail = start + count
+            ring.released.set()
+
+    def _take(
+        self,
+        leaf: Leaf,
+        staging: _Staging,
+        stats: LeafStats,
+        column: np.ndarray[Any, Any],
+        slot: int,
+        count: int,
+    ) -> None:
+        capacity = self.ring.capacity
+        stats.rows += count
+        while count:
+            take = min(leaf.chunk_rows - staging.rows, count)
+            if leaf.is_string:
+                index = (slot + np.arange(take)) % capacity
+                staging.buffer[staging.rows : staging.rows + take] = column[index]
+            else:
+                ring2d = column.reshape(capacity, -1)
+                out2d = staging.buffer.reshape(leaf.chunk_rows, -1)
+                if leaf.dtype.kind == "b":
+                    ring2d, out2d = ring2d.view(np.uint8), out2d.view(np.uint8)
+                native.fold_rows(
+                    ring2d, slot, take, out2d, staging.rows, stats.width,
+                    stats.n, stats.mean, stats.m2, stats.low, stats.high,
+                )
+                if stats.counts is not None:
+                    native.count_values(column, slot, take, stats.offset, stats.counts)
+            staging.rows += take
+            staging.dirty = True
+            slot = (slot + take) % capacity
+            count -= take
+            if staging.rows == leaf.chunk_rows:
+                self._write_chunk(leaf, staging)
+                staging.chunk += 1
+                staging.rows = 0
+                staging.dirty = False
+
+    def _write_chunk(self, leaf: Leaf, staging: _Staging) -> None:
+        rows = staging.rows
+        first = staging.chunk * leaf.chunk_rows
+        dataset = self.datasets[leaf.index]
+        full = rows == leaf.chunk_rows
+        end = first + (leaf.chunk_rows if full else rows)
+        if dataset.shape[0] < end:
+            dataset.resize(end, axis=0)
+        buffer = staging.buffer
+        self.counters.bytes_raw += rows * leaf.row_bytes
+        if self.frames is not None and not leaf.is_string:
+            if not full:
+                buffer[rows:] = 0
+            frame = self.frames.frame(buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer)
+            dataset.id.write_direct_chunk((first,) + (0,) * len(leaf.shape), frame, 0)
+            self.counters.bytes_written += len(frame)
+        else:
+            dataset[first : first + rows] = buffer[:rows]
+            self.counters.bytes_written += rows * leaf.row_bytes
+
+    def _check_space(self, rows: int) -> None:
+        free = shutil.disk_usage(self._directory).free
+        needed = self.min_free_bytes + rows * sum(leaf.row_bytes for leaf in self.leaves)
+        if free < needed:
+            raise DiskFullError(
+                f"only {free / 2**20:.1f} MiB free in {self._directory}; the recorder keeps "
+                f"{self.min_free_bytes / 2**20:.1f} MiB free and needs "
+                f"{(needed - self.min_free_bytes) / 2**20:.1f} MiB more for the next rows. "
+                f"{self.counters.rows_committed} steps were committed and stay readable"
+            )
+
+    def commit(self) -> None:
+        """Make every row drained so far durable, then publish ``size``."""
+        rows = self.ring.tail
+        self._last_commit = time.monotonic()
+        if rows == self.counters.rows_committed and self.counters.commits:
+            return
+        for leaf, staging in zip(self.leaves, self.staging, strict=True):
+            if staging.dirty and staging.rows:
+                self._write_chunk(leaf, staging)
+                staging.dirty = False
+        for dataset in self.datasets.values():
+            if dataset.shape[0] < rows:
+                dataset.resize(rows, axis=0)
+        self.file.flush()
+        self.counters.rows_committed = rows
+        self.counters.commits += 1
+        self.write_attributes()
+        self.file.flush()
+
+    def write_attributes(self) -> None:
+        attrs = self.file.attrs
+        attrs["size"] = self.counters.rows_committed
+        status = self.counters.status(self.ring).to_dict()
+        for key, value in status.items():
+            attrs[f"recorder_{key}"] = value
+        for key, value in self.extra_attrs.items():
+            attrs[key] = value
+
+    def store_stats(self) -> dict[str, dict[str, Any]]:
+        """Write every leaf's statistics as dataset attributes; return them by leaf name."""
+        return {
+            leaf.name: stats.store(self.datasets[leaf.index])
+            for leaf, stats in zip(self.leaves, self.stats, strict=True)
+        }
+
+
+def options_json(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
