@@ -341,6 +341,7 @@ class Recorder:
         }
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
+        self.file.flush()  # a file killed before its first commit still opens
         if restart:
             self._start()
         return list(given), list(given.values())

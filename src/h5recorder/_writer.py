@@ -316,10 +316,7 @@ class Writer(threading.Thread):
                 out2d = staging.buffer.reshape(leaf.chunk_rows, -1)
                 if leaf.dtype.kind == "b":
                     ring2d, out2d = ring2d.view(np.uint8), out2d.view(np.uint8)
-                native.fold_rows(
-                    ring2d, slot, take, out2d, staging.rows, stats.width,
-                    stats.n, stats.mean, stats.m2, stats.low, stats.high,
-                )
+                stats.fold(ring2d, slot, take, out2d, staging.rows)
                 if stats.counts is not None:
                     native.count_values(column, slot, take, stats.offset, stats.counts)
             staging.rows += take
