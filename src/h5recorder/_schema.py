@@ -249,10 +249,13 @@ def to_mapping(value: Any) -> Mapping[str, Any] | None:
     if isinstance(value, Mapping):
         return value
     if hasattr(value, "model_dump") or hasattr(value, "dict"):
-        fields = dict(getattr(value, "__dict__", {}))
+        fields = {
+            key: item for key, item in getattr(value, "__dict__", {}).items()
+            if not key.startswith("_")
+        }
         fields.update(getattr(value, "__pydantic_extra__", None) or {})
         if fields:
-            return {key: item for key, item in fields.items() if not key.startswith("_")}
+            return fields
         dumped = value.model_dump() if hasattr(value, "model_dump") else value.dict()
         return dumped if isinstance(dumped, Mapping) else None
     return None
