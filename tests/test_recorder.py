@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def test_unknown_keys_warn_once_and_missing_keys_are_filled_and_counted(tmp_path
         assert recorder.status().missing_values == 1
     with h5py.File(recorder.filename, "r") as file:
         assert file["observation/joints"][2].tolist() == [0, 0, 0]
-        assert file.attrs["recorder_missing_values"] == 1
+        assert json.loads(file.attrs["recorder_status"])["missing_values"] == 1
 
 
 def test_strict_mode_rejects_unknown_keys(tmp_path, frames):
@@ -221,9 +222,10 @@ def test_bad_options_and_spaces_are_refused_at_construction(tmp_path):
 
 
 READ_LIVE = """
-import sys, h5py, hdf5plugin
+import json, sys, h5py, hdf5plugin
 with h5py.File(sys.argv[1], "r", locking=False) as f:
-    print(f.attrs["size"], f.attrs["recorder_commits"], int(f["observation/image"][29].sum()))
+    status = json.loads(f.attrs["recorder_status"])
+    print(f.attrs["size"], status["commits"], int(f["observation/image"][29].sum()))
 """
 
 
@@ -258,15 +260,15 @@ def test_status_counts_and_health_are_stored(tmp_path, frames):
         status = recorder.status()
         assert status.steps == 51
     with h5py.File(recorder.filename, "r") as file:
-        attrs = file.attrs
-        assert attrs["recorder_steps"] == 51
-        assert attrs["recorder_rows_committed"] == 51
-        assert attrs["recorder_bytes_raw"] >= 51 * 48 * 64 * 3
-        assert 0 < attrs["recorder_bytes_written"]
-        assert attrs["recorder_drops"] == 0
-        assert 1e3 <= attrs["recorder_interval_p50_us"] <= 20e3
-        assert attrs["recorder_longest_gap_s"] >= 0.02
-        assert 10 < attrs["recorder_steps_per_second"] < 1000
+        attrs = json.loads(file.attrs["recorder_status"])
+        assert attrs["steps"] == 51
+        assert attrs["rows_committed"] == 51
+        assert attrs["bytes_raw"] >= 51 * 48 * 64 * 3
+        assert 0 < attrs["bytes_written"]
+        assert attrs["drops"] == 0
+        assert 1e3 <= attrs["interval_p50_us"] <= 20e3
+        assert attrs["longest_gap_s"] >= 0.02
+        assert 10 < attrs["steps_per_second"] < 1000
 
 
 def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
@@ -295,7 +297,7 @@ def test_drop_policy_counts_what_it_drops(tmp_path, frames):
     assert status.steps + status.drops == 400
     with h5py.File(recorder.filename, "r") as file:
         assert file.attrs["size"] == status.steps == recorder.index
-        assert file.attrs["recorder_drops"] == status.drops
+        assert json.loads(file.attrs["recorder_status"])["drops"] == status.drops
 
 
 def test_record_timestep_writes_user_groups_directly(tmp_path, frames):

@@ -235,7 +235,6 @@ class Recorder:
             compression_threads=options.compression_threads,
             commit_interval=options.commit_interval,
             min_free_bytes=options.min_free_bytes,
-            extra_attrs={},
         )
         self._writer.start()
 

@@ -9,6 +9,7 @@ as ``close()`` would have.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def recover(path: str | Path) -> RecoveryReport:
                 trimmed[dataset.name or "?"] = dataset.shape[0] - size
                 dataset.resize(size, axis=0)
         file.attrs["size"] = size
-        if "recorder_rows_committed" in file.attrs:
-            file.attrs["recorder_rows_committed"] = size
+        if "recorder_status" in file.attrs:
+            status = json.loads(file.attrs["recorder_status"])
+            status["rows_committed"] = size
+            file.attrs["recorder_status"] = json.dumps(status)
     return RecoveryReport(path, size_before, size, trimmed)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import blosc2  # imported before the recorder registers its exit hook, so it outlives it
 import h5py
 import numpy as np
 
@@ -137,11 +138,8 @@ class _Blosc2Frames:
     """Compresses a chunk into a blosc2 frame that hdf5plugin's filter decodes on read."""
 
     def __init__(self, codec: str, level: int, threads: int) -> None:
-        import blosc2
-
         # Without this, python-blosc2 holds the GIL while it compresses and the caller stalls.
         blosc2.set_releasegil(True)
-        self._blosc2 = blosc2
         self._codec = {"lz4": blosc2.Codec.LZ4, "zstd": blosc2.Codec.ZSTD}[codec]
         self._level = level
         self._threads = threads
@@ -152,9 +150,9 @@ class _Blosc2Frames:
             "clevel": self._level,
             "typesize": buffer.dtype.itemsize,
             "nthreads": self._threads,
-            "filters": [self._blosc2.Filter.SHUFFLE],
+            "filters": [blosc2.Filter.SHUFFLE],
         }
-        schunk = self._blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
+        schunk = blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
         schunk.append_data(buffer)
         return bytes(schunk.to_cframe())
 
@@ -176,7 +174,6 @@ class Writer(threading.Thread):
         compression_threads: int,
         commit_interval: float,
         min_free_bytes: int,
-        extra_attrs: dict[str, Any],
     ) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
         self.file = file
@@ -187,7 +184,6 @@ class Writer(threading.Thread):
         self.stats = stats
         self.commit_interval = commit_interval
         self.min_free_bytes = min_free_bytes
-        self.extra_attrs = extra_attrs
         self.staging = [_Staging(leaf) for leaf in leaves]
         self.frames: _Blosc2Frames | None = None
         if compression is not None and compression.startswith("blosc2"):
@@ -381,12 +377,10 @@ class Writer(threading.Thread):
 
     def write_attributes(self) -> None:
         attrs = self.file.attrs
+        # one attribute for all counters: every h5py call waits for the GIL, and a caller
+        # spinning in a busy-wait loop hands it over only every switch interval (5 ms)
+        attrs["recorder_status"] = json.dumps(self.counters.status(self.ring).to_dict())
         attrs["size"] = self.counters.rows_committed
-        status = self.counters.status(self.ring).to_dict()
-        for key, value in status.items():
-            attrs[f"recorder_{key}"] = value
-        for key, value in self.extra_attrs.items():
-            attrs[key] = value
 
     def store_stats(self) -> dict[str, dict[str, Any]]:
         """Write every leaf's statistics as dataset attributes; return them by leaf name."""
@@ -395,6 +389,3 @@ class Writer(threading.Thread):
             for leaf, stats in zip(self.leaves, self.stats, strict=True)
         }
 
-
-def options_json(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True, default=str)

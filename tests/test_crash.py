@@ -1,0 +1,125 @@
+"""Crash safety with real processes: kill -9 mid-recording, and exit without close()."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+
+from h5recorder.workloads import photo_frames
+
+RATE = 500
+COMMIT_INTERVAL = 0.25
+
+CHILD = """
+import sys, time
+import numpy as np
+from gymnasium import spaces
+from h5recorder import Recorder
+from h5recorder.workloads import photo_frames
+
+out_dir, rate, interval, close = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+frames = photo_frames(16, 48, 64, seed=11)
+space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+                     "joints": spaces.Box(-np.inf, np.inf, (3,), np.float64),
+                     "note": spaces.Text(20)})
+recorder = Recorder("crash", out_dir=out_dir, observation_space=space, commit_interval=interval)
+print("ready", flush=True)
+start = time.perf_counter()
+limit = int(sys.argv[5])
+for i in range(limit):
+    recorder.record({"image": frames[i % 16], "joints": np.array([i, i / 2, -i], float),
+                     "note": f"n{i}"})
+    if i % 25 == 0:
+        print(i + 1, flush=True)
+    while time.perf_counter() < start + (i + 1) / rate:
+        pass
+if close == "close":
+    recorder.close()
+print("done", flush=True)
+"""
+
+
+def start_child(out_dir: Path, close: str = "close", limit: int = 10**9) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(out_dir), str(RATE), str(COMMIT_INTERVAL), close,
+         str(limit)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def check_rows(path: Path, frames: np.ndarray) -> int:
+    """Open the file as it is and check every row below ``size``; return ``size``."""
+    with h5py.File(path, "r") as file:
+        size = int(file.attrs["size"])
+        for name in ("observation/image", "observation/joints", "observation/note"):
+            assert file[name].shape[0] >= size, name
+        images = file["observation/image"][:size]
+        joints = file["observation/joints"][:size]
+        notes = file["observation/note"][:size]
+    steps = np.arange(size)
+    np.testing.assert_array_equal(images, frames[steps % 16])
+    np.testing.assert_array_equal(joints, np.stack([steps, steps / 2, -steps], axis=1))
+    assert [note.decode() for note in notes] == [f"n{i}" for i in steps]
+    return size
+
+
+def kill_and_check(tmp_path: Path, delay: float, frames: np.ndarray) -> None:
+    child = start_child(tmp_path)
+    assert child.stdout is not None
+    os.set_blocking(child.stdout.fileno(), False)
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    printed = [int(line) for line in (child.stdout.read() or "").split() if line.isdigit()]
+    child.stdout.close()
+    recorded = max(printed, default=0)
+    size = check_rows(tmp_path / "crash.h5", frames)
+    lost_at_most = int(RATE * (COMMIT_INTERVAL + 0.5)) + 25
+    assert size >= recorded - lost_at_most, (size, recorded)
+    result = subprocess.run(
+        [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],
+        capture_output=True, text=True, check=True,
+    )
+    assert f"{size} steps readable" in result.stdout
+    with h5py.File(tmp_path / "crash.h5", "r") as file:
+        assert all(file[name].shape[0] == size for name in
+                   ("observation/image", "observation/joints", "observation/note"))
+    assert check_rows(tmp_path / "crash.h5", frames) == size
+
+
+@pytest.fixture(scope="module")
+def crash_frames() -> np.ndarray:
+    return photo_frames(16, 48, 64, seed=11)
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_kill_9_while_recording_leaves_a_readable_file(tmp_path, crash_frames, attempt):
+    kill_and_check(tmp_path, random.Random(attempt).uniform(0.3, 2.0), crash_frames)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(5, 25))
+def test_kill_9_sweep(tmp_path, crash_frames, attempt):
+    kill_and_check(tmp_path, random.Random(attempt).uniform(0.05, 3.0), crash_frames)
+
+
+def test_interpreter_exit_without_close_keeps_every_step(tmp_path, crash_frames):
+    child = start_child(tmp_path, close="no", limit=321)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0 and "done" in out
+    assert check_rows(tmp_path / "crash.h5", crash_frames) == 321
+    with h5py.File(tmp_path / "crash.h5", "r") as file:
+        assert file["observation/image"].shape[0] == 321
