@@ -58,8 +58,15 @@ class LeafStats:
         count: int,
         out: np.ndarray[Any, Any],
         out_row: int,
+        compiled: bool = True,
     ) -> None:
-        """Copy ``count`` ring rows (2-D views) into ``out`` and add them to the totals."""
+        """Copy ``count`` ring rows (2-D views) into ``out`` and add them to the totals.
+
+        Until the kernels are compiled (``compiled=False``), numpy does the same work.
+        """
+        if not compiled:
+            self._fold_numpy(ring, slot, count, out, out_row)
+            return
         if not self.exact:
             native.fold_rows(ring, slot, count, out, out_row, self.width,
                              self.n, self.mean, self.m2, self.low, self.high)
@@ -80,12 +87,47 @@ class LeafStats:
                 total, square = int(self._sums[k]), int(self._squares[k])
                 block_mean[k] = total / elements
                 block_m2[k] = (elements * square - total * total) / elements  # exact integers
-            native.kernels._merge(self.n, self.mean, self.m2, self.low, self.high, elements,
-                                  block_mean, block_m2, self._low.astype(np.float64),
-                                  self._high.astype(np.float64))
+            self.merge(elements, block_mean, block_m2, self._low, self._high)
             slot = (slot + rows) % capacity
             out_row += rows
             count -= rows
+
+    def _fold_numpy(
+        self, ring: np.ndarray[Any, Any], slot: int, count: int, out: np.ndarray[Any, Any],
+        out_row: int,
+    ) -> None:
+        index = (slot + np.arange(count)) % ring.shape[0]
+        out[out_row : out_row + count] = ring[index]
+        block = out[out_row : out_row + count].reshape(-1, self.width)
+        if self.exact:
+            wide = block.astype(np.int64)
+            sums = [int(v) for v in wide.sum(axis=0)]
+            squares = [int(v) for v in (wide * wide).sum(axis=0)]
+            elements = block.shape[0]
+            block_mean = np.array([total / elements for total in sums])
+            block_m2 = np.array([(elements * sq - total * total) / elements
+                                 for total, sq in zip(sums, squares, strict=True)])
+        else:
+            wide = block.astype(np.float64)
+            block_mean = wide.mean(axis=0)
+            block_m2 = ((wide - block_mean) ** 2).sum(axis=0)
+        self.merge(block.shape[0], block_mean, block_m2, block.min(axis=0), block.max(axis=0))
+
+    def merge(
+        self, count: int, block_mean: np.ndarray[Any, Any], block_m2: np.ndarray[Any, Any],
+        block_low: np.ndarray[Any, Any], block_high: np.ndarray[Any, Any],
+    ) -> None:
+        """Chan's merge of one block's (count, mean, m2, min, max) into the totals."""
+        before = self.n[0]
+        total = before + count
+        delta = block_mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += block_m2 + delta * delta * before * count / total
+        low = block_low.astype(np.float64)
+        high = block_high.astype(np.float64)
+        self.low[:] = low if before == 0 else np.minimum(self.low, low)
+        self.high[:] = high if before == 0 else np.maximum(self.high, high)
+        self.n[0] = total
 
     def as_dict(self) -> dict[str, Any]:
         """count, min, max, mean, std (population), and value_counts for ``Discrete``."""

@@ -121,6 +121,24 @@ class Counters:
         )
 
 
+def _merge_intervals_numpy(
+    stamps: np.ndarray[Any, Any], start: int, count: int, previous: int,
+    histogram: np.ndarray[Any, Any],
+) -> int:
+    """numpy twin of ``native.merge_intervals``, used until the kernels are compiled."""
+    taken = stamps[(start + np.arange(count)) % stamps.shape[0]]
+    if previous > 0:
+        taken = np.concatenate([[previous], taken])
+    gaps = np.diff(taken).astype(np.float64)
+    if gaps.size == 0:
+        return 0
+    ratio = np.maximum(gaps / native.kernels.SMALLEST_NS, 1.0)
+    bins = np.minimum((np.log2(ratio) * native.kernels.BINS_PER_OCTAVE).astype(np.int64),
+                      histogram.shape[0] - 1)
+    np.add.at(histogram, bins, 1)
+    return int(gaps.max())
+
+
 class _Staging:
     """The chunk a leaf is filling: a buffer, how many rows it holds, which chunk it is."""
 
@@ -235,11 +253,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            native.warm_up(
-                sorted({self._kernel_dtype(leaf) for leaf in self.leaves if not leaf.is_string},
-                       key=str)
-            )
-            self.ready.set()
+            threading.Thread(target=self._warm_up, name="h5recorder-compile", daemon=True).start()
             while True:
                 self.wake.wait(self.commit_interval / 4)
                 self.wake.clear()
@@ -259,11 +273,19 @@ class Writer(threading.Thread):
         except BaseException as error:
             self.error = error
         finally:
-            self.ready.set()
             self.ring.released.set()
             while not self._requests.empty():
                 _, future = self._requests.get()
                 future.set_exception(WriterError(f"the writer stopped: {self.error!r}"))
+
+    def _warm_up(self) -> None:
+        """Compile (or load from numba's cache) the kernels for this plan's dtypes.
+
+        Until this is done the writer uses numpy, so nothing waits on the compiler.
+        """
+        dtypes = {self._kernel_dtype(leaf) for leaf in self.leaves if not leaf.is_string}
+        native.warm_up(sorted(dtypes, key=str))
+        self.ready.set()
 
     @staticmethod
     def _kernel_dtype(leaf: Leaf) -> np.dtype[Any]:
@@ -282,9 +304,14 @@ class Writer(threading.Thread):
             counters = self.counters
             if counters.first_stamp == 0:
                 counters.first_stamp = int(ring.stamps[slot])
-            longest = native.merge_intervals(
-                ring.stamps, slot, count, self._stamp_before, counters.histogram
-            )
+            if self.ready.is_set():
+                longest = native.merge_intervals(
+                    ring.stamps, slot, count, self._stamp_before, counters.histogram
+                )
+            else:
+                longest = _merge_intervals_numpy(
+                    ring.stamps, slot, count, self._stamp_before, counters.histogram
+                )
             counters.longest_gap_ns = max(counters.longest_gap_ns, int(longest))
             self._stamp_before = int(ring.stamps[(slot + count - 1) % ring.capacity])
             counters.last_stamp = self._stamp_before
@@ -312,9 +339,14 @@ class Writer(threading.Thread):
                 out2d = staging.buffer.reshape(leaf.chunk_rows, -1)
                 if leaf.dtype.kind == "b":
                     ring2d, out2d = ring2d.view(np.uint8), out2d.view(np.uint8)
-                stats.fold(ring2d, slot, take, out2d, staging.rows)
+                compiled = self.ready.is_set()
+                stats.fold(ring2d, slot, take, out2d, staging.rows, compiled)
                 if stats.counts is not None:
-                    native.count_values(column, slot, take, stats.offset, stats.counts)
+                    if compiled:
+                        native.count_values(column, slot, take, stats.offset, stats.counts)
+                    else:
+                        values = column[(slot + np.arange(take)) % capacity] - stats.offset
+                        stats.counts += np.bincount(values, minlength=len(stats.counts))
             staging.rows += take
             staging.dirty = True
             slot = (slot + take) % capacity
