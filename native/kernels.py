@@ -171,8 +171,12 @@ def warm_up(dtypes: list[np.dtype]) -> None:  # type: ignore[type-arg]
     for dtype in dtypes:
         ring = np.zeros((2, 1), dtype)
         if dtype.kind in "iub" and dtype.itemsize <= 2:
-            ints = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
-                    np.zeros(1, np.int64))
+            ints = (
+                np.zeros(1, np.int64),
+                np.zeros(1, np.int64),
+                np.zeros(1, np.int64),
+                np.zeros(1, np.int64),
+            )
             fold_small_ints(ring, 1, 2, np.zeros((2, 1), dtype), 0, 1, *ints)
         else:
             fold_rows(ring, 1, 2, np.zeros((2, 1), dtype), 0, 1, *stats)

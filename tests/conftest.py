@@ -36,16 +36,20 @@ def assert_same(stored: Any, recorded: Any, where: str) -> None:
     if isinstance(recorded, str):
         assert stored == recorded, where
     elif isinstance(recorded, tuple):
-        assert json.loads(stored) == json.loads(json.dumps(
-            [np.asarray(item).tolist() for item in recorded])), where
+        assert json.loads(stored) == json.loads(
+            json.dumps([np.asarray(item).tolist() for item in recorded])
+        ), where
     else:
         array = np.asarray(getattr(recorded, "array", recorded))
         np.testing.assert_array_equal(np.asarray(stored), array, err_msg=where)
 
 
 def check_roundtrip(
-    tmp_path: Path, spaces_by_root: dict[str, Any], steps: list[dict[str, Any]],
-    leaves: dict[str, tuple[str, ...]], **options: Any,
+    tmp_path: Path,
+    spaces_by_root: dict[str, Any],
+    steps: list[dict[str, Any]],
+    leaves: dict[str, tuple[str, ...]],
+    **options: Any,
 ) -> h5py.File:
     """Record ``steps``, close, and compare every leaf (``"root/key": (root, key...)``)."""
     with Recorder("roundtrip", out_dir=str(tmp_path), **spaces_by_root, **options) as recorder:

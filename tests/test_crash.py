@@ -51,9 +51,18 @@ print("done", flush=True)
 
 def start_child(out_dir: Path, close: str = "close", limit: int = 10**9) -> subprocess.Popen[str]:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(out_dir), str(RATE), str(COMMIT_INTERVAL), close,
-         str(limit)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(out_dir),
+            str(RATE),
+            str(COMMIT_INTERVAL),
+            close,
+            str(limit),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
@@ -91,12 +100,16 @@ def kill_and_check(tmp_path: Path, delay: float, frames: np.ndarray) -> None:
     assert size >= recorded - lost_at_most, (size, recorded)
     result = subprocess.run(
         [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert f"{size} steps readable" in result.stdout
     with h5py.File(tmp_path / "crash.h5", "r") as file:
-        assert all(file[name].shape[0] == size for name in
-                   ("observation/image", "observation/joints", "observation/note"))
+        assert all(
+            file[name].shape[0] == size
+            for name in ("observation/image", "observation/joints", "observation/note")
+        )
     assert check_rows(tmp_path / "crash.h5", frames) == size
 
 

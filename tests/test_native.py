@@ -14,12 +14,18 @@ from h5recorder.workloads import photo_frames
 
 CASES = {
     "rgb": (spaces.Box(0, 255, (48, 64, 3), np.uint8), lambda: photo_frames(12, 48, 64)),
-    "depth": (spaces.Box(0, 65535, (48, 64), np.uint16),
-              lambda: photo_frames(12, 48, 64, channels=1).astype(np.uint16) * 250),
-    "vector": (spaces.Box(-np.inf, np.inf, (5,), np.float32),
-               lambda: np.random.default_rng(1).normal(3, 2, (12, 5)).astype(np.float32)),
-    "ints": (spaces.Box(-10**9, 10**9, (2,), np.int64),
-             lambda: np.random.default_rng(2).integers(-10**9, 10**9, (12, 2))),
+    "depth": (
+        spaces.Box(0, 65535, (48, 64), np.uint16),
+        lambda: photo_frames(12, 48, 64, channels=1).astype(np.uint16) * 250,
+    ),
+    "vector": (
+        spaces.Box(-np.inf, np.inf, (5,), np.float32),
+        lambda: np.random.default_rng(1).normal(3, 2, (12, 5)).astype(np.float32),
+    ),
+    "ints": (
+        spaces.Box(-(10**9), 10**9, (2,), np.int64),
+        lambda: np.random.default_rng(2).integers(-(10**9), 10**9, (12, 2)),
+    ),
 }
 
 
@@ -33,7 +39,7 @@ def test_compiled_and_numpy_folds_agree_with_numpy(case):
         leaf = make_leaf(("x",), space, 1 << 20)
         stats = LeafStats(leaf)
         out = np.zeros((8, ring.shape[1]), ring.dtype)
-        stats.fold(ring, 9, 8, out, 0, compiled)      # wraps: rows 9, 10, 11, 0, ..., 4
+        stats.fold(ring, 9, 8, out, 0, compiled)  # wraps: rows 9, 10, 11, 0, ..., 4
         stats.fold(ring, 5, 4, out[:4], 0, compiled)  # rows 5..8
         results.append(stats.as_dict())
         np.testing.assert_array_equal(out[:4], ring[5:9])

@@ -26,18 +26,25 @@ from h5recorder import (
     WriterError,
 )
 
-SPACE = spaces.Dict({
-    "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
-    "joints": spaces.Box(-1, 1, (3,), np.float32),
-    "grip": spaces.Discrete(2),
-    "instruction": spaces.Text(12),
-    "level": spaces.Box(0, 255, (), np.uint8),
-})
+SPACE = spaces.Dict(
+    {
+        "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+        "joints": spaces.Box(-1, 1, (3,), np.float32),
+        "grip": spaces.Discrete(2),
+        "instruction": spaces.Text(12),
+        "level": spaces.Box(0, 255, (), np.uint8),
+    }
+)
 
 
 def good_step(frames: np.ndarray, i: int) -> dict:
-    return {"image": frames[i % len(frames)], "joints": np.float32([i / 100, 0.5, -0.5]),
-            "grip": i % 2, "instruction": f"step {i}", "level": i % 250}
+    return {
+        "image": frames[i % len(frames)],
+        "joints": np.float32([i / 100, 0.5, -0.5]),
+        "grip": i % 2,
+        "instruction": f"step {i}",
+        "level": i % 250,
+    }
 
 
 def test_public_names_are_exact():
@@ -50,21 +57,37 @@ def test_public_names_are_exact():
 
 def test_the_reference_example_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    observation_space = spaces.Dict({"image": spaces.Box(0, 255, (224, 224, 3), np.uint8),
-                                     "instruction": spaces.Discrete(10)})
-    action_space = spaces.Dict({"gripper_position": spaces.Box(-1, 1, (3,), np.float32),
-                                "gripper_action": spaces.Discrete(2)})
-    state_space = spaces.Dict({"position": spaces.Box(-1, 1, (3,), np.float32),
-                               "velocity": spaces.Box(-1, 1, (3,), np.float32)})
-    recorder = Recorder(name="test_recorder", observation_space=observation_space,
-                        action_space=action_space, state_space=state_space)
+    observation_space = spaces.Dict(
+        {"image": spaces.Box(0, 255, (224, 224, 3), np.uint8), "instruction": spaces.Discrete(10)}
+    )
+    action_space = spaces.Dict(
+        {
+            "gripper_position": spaces.Box(-1, 1, (3,), np.float32),
+            "gripper_action": spaces.Discrete(2),
+        }
+    )
+    state_space = spaces.Dict(
+        {
+            "position": spaces.Box(-1, 1, (3,), np.float32),
+            "velocity": spaces.Box(-1, 1, (3,), np.float32),
+        }
+    )
+    recorder = Recorder(
+        name="test_recorder",
+        observation_space=observation_space,
+        action_space=action_space,
+        state_space=state_space,
+    )
     rng = np.random.default_rng(0)
     for i in range(10):
-        recorder.record({"image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
-                         "instruction": i},
-                        {"gripper_position": np.zeros(3, np.float32), "gripper_action": 1},
-                        state={"position": rng.random(3).astype(np.float32),
-                               "velocity": rng.random(3).astype(np.float32)})
+        recorder.record(
+            {"image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8), "instruction": i},
+            {"gripper_position": np.zeros(3, np.float32), "gripper_action": 1},
+            state={
+                "position": rng.random(3).astype(np.float32),
+                "velocity": rng.random(3).astype(np.float32),
+            },
+        )
     stats = recorder.save_stats()
     recorder.close()
     assert (tmp_path / "saved_datasets" / "test_recorder.h5").exists()
@@ -133,16 +156,41 @@ def test_reset_keeps_spaces_and_starts_at_zero(tmp_path, frames):
 
 
 BAD_VALUES = [
-    ("image", np.zeros((48, 64), np.uint8), StepError, r"observation/image: expected shape \(48, 64, 3\)"),
-    ("joints", np.float64([1e300, 0, 0]), StepError, r"observation/joints: expected values that fit float32"),
-    ("level", np.int64(-1), StepError, r"observation/level: expected values that fit uint8 \(0..255\), got -1"),
+    (
+        "image",
+        np.zeros((48, 64), np.uint8),
+        StepError,
+        r"observation/image: expected shape \(48, 64, 3\)",
+    ),
+    (
+        "joints",
+        np.float64([1e300, 0, 0]),
+        StepError,
+        r"observation/joints: expected values that fit float32",
+    ),
+    (
+        "level",
+        np.int64(-1),
+        StepError,
+        r"observation/level: expected values that fit uint8 \(0..255\), got -1",
+    ),
     ("level", 300, StepError, r"observation/level: .*got 300"),
-    ("joints", np.int8([1, 2, 3]).astype(np.complex64), StepError, r"observation/joints: expected dtype float32"),
+    (
+        "joints",
+        np.int8([1, 2, 3]).astype(np.complex64),
+        StepError,
+        r"observation/joints: expected dtype float32",
+    ),
     ("grip", 2, StepError, r"observation/grip: expected an integer in \[0, 2\), got 2"),
     ("grip", 1.0, StepTypeError, r"observation/grip: expected an integer, got float"),
     ("instruction", "x" * 13, StepError, r"observation/instruction: expected a str of at most 12"),
     ("instruction", 5, StepTypeError, r"observation/instruction: expected a str, got int"),
-    ("joints", "fast", StepTypeError, r"observation/joints: expected shape \(3,\) and dtype float32, got str"),
+    (
+        "joints",
+        "fast",
+        StepTypeError,
+        r"observation/joints: expected shape \(3,\) and dtype float32, got str",
+    ),
 ]
 
 
@@ -194,7 +242,9 @@ def test_unknown_keys_warn_once_and_missing_keys_are_filled_and_counted(tmp_path
 
 
 def test_strict_mode_rejects_unknown_keys(tmp_path, frames):
-    with Recorder("strict", out_dir=str(tmp_path), observation_space=SPACE, strict=True) as recorder:
+    with Recorder(
+        "strict", out_dir=str(tmp_path), observation_space=SPACE, strict=True
+    ) as recorder:
         with pytest.raises(StepError, match="observation/extra: expected one of the keys"):
             recorder.record({**good_step(frames, 0), "extra": 1})
         recorder.record(good_step(frames, 1))
@@ -217,8 +267,11 @@ def test_bad_options_and_spaces_are_refused_at_construction(tmp_path):
     with pytest.raises(ValueError, match="on_full"):
         Recorder("o", out_dir=str(tmp_path), on_full="maybe")
     with pytest.raises(SchemaError, match="cannot record a Graph space"):
-        Recorder("o", out_dir=str(tmp_path), observation_space=spaces.Dict(
-            {"g": spaces.Graph(spaces.Box(0, 1, (2,)), None)}))
+        Recorder(
+            "o",
+            out_dir=str(tmp_path),
+            observation_space=spaces.Dict({"g": spaces.Graph(spaces.Box(0, 1, (2,)), None)}),
+        )
 
 
 READ_LIVE = """
@@ -230,8 +283,9 @@ with h5py.File(sys.argv[1], "r", locking=False) as f:
 
 
 def test_commits_happen_while_recording(tmp_path, frames):
-    recorder = Recorder("commits", out_dir=str(tmp_path), observation_space=SPACE,
-                        commit_interval=0.1)
+    recorder = Recorder(
+        "commits", out_dir=str(tmp_path), observation_space=SPACE, commit_interval=0.1
+    )
     try:
         for i in range(30):
             recorder.record(good_step(frames, i))
@@ -241,7 +295,10 @@ def test_commits_happen_while_recording(tmp_path, frames):
         # another process reads the live file, as a monitoring tool would
         reader = subprocess.run(
             [sys.executable, "-c", READ_LIVE, str(recorder.filename)],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         size, commits, checksum = reader.stdout.split()
         assert int(size) == 30 and int(commits) >= 1
@@ -272,8 +329,13 @@ def test_status_counts_and_health_are_stored(tmp_path, frames):
 
 
 def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
-    recorder = Recorder("full", out_dir=str(tmp_path), observation_space=SPACE,
-                        min_free_bytes=1 << 60, commit_interval=0.05)
+    recorder = Recorder(
+        "full",
+        out_dir=str(tmp_path),
+        observation_space=SPACE,
+        min_free_bytes=1 << 60,
+        commit_interval=0.05,
+    )
     recorder.record(good_step(frames, 0))
     deadline = time.monotonic() + 10
     with pytest.raises(DiskFullError, match=r"MiB free in .*needs") as caught:
@@ -288,8 +350,9 @@ def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
 
 
 def test_drop_policy_counts_what_it_drops(tmp_path, frames):
-    recorder = Recorder("drop", out_dir=str(tmp_path), observation_space=SPACE,
-                        on_full="drop", buffer_bytes=1 << 16)
+    recorder = Recorder(
+        "drop", out_dir=str(tmp_path), observation_space=SPACE, on_full="drop", buffer_bytes=1 << 16
+    )
     for i in range(400):
         recorder.record(good_step(frames, i))
     recorder.close()
@@ -325,13 +388,14 @@ def test_save_stats_agree_with_numpy_on_the_whole_data(tmp_path, frames, dtype):
         data = (rng.normal(1e4, 1e-2, (700, 5))).astype(np.float32)
         space = spaces.Box(-np.inf, np.inf, (5,), np.float32)
     else:
-        data = rng.integers(-10**12, 10**12, (700, 2))
-        space = spaces.Box(-10**13, 10**13, (2,), np.int64)
+        data = rng.integers(-(10**12), 10**12, (700, 2))
+        space = spaces.Box(-(10**13), 10**13, (2,), np.int64)
     counts = rng.integers(0, 4, len(data))
     obs_space = spaces.Dict({"x": space, "d": spaces.Discrete(4)})
-    with Recorder("stats", out_dir=str(tmp_path), observation_space=obs_space,
-                  chunk_bytes=4096) as recorder:
-        for row, value in zip(data, counts):
+    with Recorder(
+        "stats", out_dir=str(tmp_path), observation_space=obs_space, chunk_bytes=4096
+    ) as recorder:
+        for row, value in zip(data, counts, strict=True):
             recorder.record({"x": row, "d": int(value)})
         stats = recorder.save_stats()
     axis = (0, 1, 2) if data.ndim == 4 else 0
@@ -342,7 +406,9 @@ def test_save_stats_agree_with_numpy_on_the_whole_data(tmp_path, frames, dtype):
     np.testing.assert_allclose(x["std"], wide.std(axis=axis), rtol=1e-9)
     np.testing.assert_array_equal(x["min"], wide.min(axis=axis))
     np.testing.assert_array_equal(x["max"], wide.max(axis=axis))
-    assert stats["observation/d"]["value_counts"].tolist() == np.bincount(counts, minlength=4).tolist()
+    assert (
+        stats["observation/d"]["value_counts"].tolist() == np.bincount(counts, minlength=4).tolist()
+    )
     with h5py.File(recorder.filename, "r") as file:
         np.testing.assert_allclose(file["observation/x"].attrs["stats_mean"], wide.mean(axis=axis))
         assert "stats" not in file, "statistics never add a root group"

@@ -14,56 +14,71 @@ from h5recorder import Recorder, create_dataset_for_space_dict
 
 from .conftest import check_roundtrip
 
-ALL_SPACES = spaces.Dict({
-    "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
-    "depth": spaces.Box(0, 65535, (48, 64), np.uint16),
-    "joints": spaces.Box(-1.0, 1.0, (7,), np.float32),
-    "scalar": spaces.Box(-np.inf, np.inf, (), np.float64),
-    "counter": spaces.Box(0, 1000, (2, 2), np.int32),
-    "flag": spaces.Discrete(2),
-    "shifted": spaces.Discrete(5, start=-2),
-    "buttons": spaces.MultiDiscrete([3, 4]),
-    "bits": spaces.MultiBinary(4),
-    "instruction": spaces.Text(20),
-    "pair": spaces.Tuple((spaces.Discrete(3), spaces.Box(0, 1, (2,), np.float32))),
-    "nested": spaces.Dict({"inner": spaces.Box(0, 1, (2,), np.float64)}),
-})
+ALL_SPACES = spaces.Dict(
+    {
+        "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+        "depth": spaces.Box(0, 65535, (48, 64), np.uint16),
+        "joints": spaces.Box(-1.0, 1.0, (7,), np.float32),
+        "scalar": spaces.Box(-np.inf, np.inf, (), np.float64),
+        "counter": spaces.Box(0, 1000, (2, 2), np.int32),
+        "flag": spaces.Discrete(2),
+        "shifted": spaces.Discrete(5, start=-2),
+        "buttons": spaces.MultiDiscrete([3, 4]),
+        "bits": spaces.MultiBinary(4),
+        "instruction": spaces.Text(20),
+        "pair": spaces.Tuple((spaces.Discrete(3), spaces.Box(0, 1, (2,), np.float32))),
+        "nested": spaces.Dict({"inner": spaces.Box(0, 1, (2,), np.float64)}),
+    }
+)
 
 
 def all_steps(frames: np.ndarray, count: int = 10) -> list[dict]:
     rng = np.random.default_rng(7)
     steps = []
     for i in range(count):
-        steps.append({"observation": {
-            "image": frames[i],
-            "depth": (frames[i, :, :, 0].astype(np.uint16) * 200 + i),
-            "joints": rng.uniform(-1, 1, 7).astype(np.float32),
-            "scalar": float(rng.normal()),
-            "counter": rng.integers(0, 1000, (2, 2)).astype(np.int32),
-            "flag": i % 2,
-            "shifted": i % 5 - 2,
-            "buttons": np.array([i % 3, i % 4]),
-            "bits": rng.integers(0, 2, 4).astype(np.int8),
-            "instruction": f"step {i}",
-            "pair": (i % 3, rng.uniform(0, 1, 2).astype(np.float32)),
-            "nested": {"inner": rng.uniform(0, 1, 2)},
-        }})
+        steps.append(
+            {
+                "observation": {
+                    "image": frames[i],
+                    "depth": (frames[i, :, :, 0].astype(np.uint16) * 200 + i),
+                    "joints": rng.uniform(-1, 1, 7).astype(np.float32),
+                    "scalar": float(rng.normal()),
+                    "counter": rng.integers(0, 1000, (2, 2)).astype(np.int32),
+                    "flag": i % 2,
+                    "shifted": i % 5 - 2,
+                    "buttons": np.array([i % 3, i % 4]),
+                    "bits": rng.integers(0, 2, 4).astype(np.int8),
+                    "instruction": f"step {i}",
+                    "pair": (i % 3, rng.uniform(0, 1, 2).astype(np.float32)),
+                    "nested": {"inner": rng.uniform(0, 1, 2)},
+                }
+            }
+        )
     return steps
 
 
-LEAVES = {f"observation/{key}": ("observation", key) for key in ALL_SPACES.spaces if key != "nested"}
+LEAVES = {
+    f"observation/{key}": ("observation", key) for key in ALL_SPACES.spaces if key != "nested"
+}
 LEAVES["observation/nested/inner"] = ("observation", "nested", "inner")
 
 
 @pytest.mark.parametrize("compression", ["blosc2", "blosc2:zstd", "gzip", "lzf", None])
 def test_every_space_type_round_trips(tmp_path, frames, compression):
-    file = check_roundtrip(tmp_path, {"observation_space": ALL_SPACES}, all_steps(frames),
-                           LEAVES, compression=compression)
+    file = check_roundtrip(
+        tmp_path,
+        {"observation_space": ALL_SPACES},
+        all_steps(frames),
+        LEAVES,
+        compression=compression,
+    )
     file.close()
 
 
 def test_layout_and_attributes_follow_the_reference(tmp_path, frames):
-    file = check_roundtrip(tmp_path, {"observation_space": ALL_SPACES}, all_steps(frames, 3), LEAVES)
+    file = check_roundtrip(
+        tmp_path, {"observation_space": ALL_SPACES}, all_steps(frames, 3), LEAVES
+    )
     with file:
         assert file["observation"].attrs["space_type"] == "Dict"
         assert json.loads(file["observation"].attrs["json_schema"])["type"] == "object"
@@ -122,9 +137,13 @@ class ImageLike:
 
 
 def test_value_kinds_round_trip(tmp_path, frames):
-    space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
-                         "pose": spaces.Box(-5, 5, (3,), np.float64),
-                         "grip": spaces.Discrete(2)})
+    space = spaces.Dict(
+        {
+            "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+            "pose": spaces.Box(-5, 5, (3,), np.float64),
+            "grip": spaces.Discrete(2),
+        }
+    )
     kinds = [
         {"image": frames[0], "pose": [0.1, 0.2, 0.3], "grip": True},
         SampleLike(image=ImageLike(frames[1]), pose=np.array([1.0, 2.0, 3.0]), grip=np.int64(1)),
@@ -137,7 +156,8 @@ def test_value_kinds_round_trip(tmp_path, frames):
     with h5py.File(recorder.filename, "r") as file:
         np.testing.assert_array_equal(file["action/image"][:], frames[:4])
         np.testing.assert_array_equal(
-            file["action/pose"][:], [[0.1, 0.2, 0.3], [1, 2, 3], [4, 5, -5], [1, 2, 3]])
+            file["action/pose"][:], [[0.1, 0.2, 0.3], [1, 2, 3], [4, 5, -5], [1, 2, 3]]
+        )
         assert file["action/grip"][:].tolist() == [1, 1, 0, 1]
 
 
@@ -145,8 +165,14 @@ def test_inferred_spaces_keep_the_value_dtype(tmp_path, frames):
     with Recorder("inferred", out_dir=str(tmp_path)) as recorder:
         for i in range(5):
             recorder.record(
-                observation={"image": frames[i], "text": f"go {i}", "done": i == 4,
-                             "count": i, "speed": i * 0.5, "nested": {"v": np.arange(3) + i}},
+                observation={
+                    "image": frames[i],
+                    "text": f"go {i}",
+                    "done": i == 4,
+                    "count": i,
+                    "speed": i * 0.5,
+                    "nested": {"v": np.arange(3) + i},
+                },
                 action=np.float32([i, -i]),
             )
         assert recorder.root_keys == ["observation", "action"]
@@ -166,7 +192,11 @@ def test_inferred_spaces_keep_the_value_dtype(tmp_path, frames):
 
 def test_non_dict_root_space_is_a_dataset(tmp_path):
     steps = [{"action": np.float32([i, i + 1])} for i in range(4)]
-    file = check_roundtrip(tmp_path, {"action_space": spaces.Box(-10, 10, (2,), np.float32)},
-                           steps, {"action": ("action",)})
+    file = check_roundtrip(
+        tmp_path,
+        {"action_space": spaces.Box(-10, 10, (2,), np.float32)},
+        steps,
+        {"action": ("action",)},
+    )
     with file:
         assert isinstance(file["action"], h5py.Dataset)

@@ -24,6 +24,9 @@ def _demo(args: argparse.Namespace) -> int:
     recorder = Recorder(
         f"demo_{args.workload}", out_dir=args.out_dir, image_keys_to_save=[], **load.spaces()
     )
+    if not recorder.wait_ready(timeout=0.2):
+        print("compiling the kernels (first run on this machine only)...")
+        recorder.wait_ready()
     started = time.perf_counter()
     next_print = started + 0.5
     count = 0
@@ -49,7 +52,8 @@ def _demo(args: argparse.Namespace) -> int:
                 f"\r{now - started:5.1f} s  {count / (now - started):9.0f} steps/s  "
                 f"ring {status.ring_pending}/{status.ring_capacity}  "
                 f"committed {status.rows_committed}",
-                end="", flush=True,
+                end="",
+                flush=True,
             )
             next_print = now + 0.5
     recorded = time.perf_counter()
@@ -61,13 +65,22 @@ def _demo(args: argparse.Namespace) -> int:
     lat = latencies[:count] / 1000.0
     size = recorder.filename.stat().st_size
     raw = count * load.step_bytes
-    print(f"recorded {count} steps of {load.step_bytes / 1e3:.1f} kB in {recorded - started:.2f} s, "
-          f"close() took {finished - recorded:.2f} s")
-    print(f"  end to end      {count / (finished - started):10.0f} steps/s  "
-          f"{raw / (finished - started) / 1e6:8.1f} MB/s")
-    print(f"  record() p50    {np.percentile(lat, 50):10.1f} us   p99 {np.percentile(lat, 99):.1f} us"
-          f"   max {lat.max():.1f} us")
-    print(f"  waits for room  {status.waits:10d}  ({status.wait_seconds:.2f} s)   drops {status.drops}")
+    print(
+        f"recorded {count} steps of {load.step_bytes / 1e3:.1f} kB in {recorded - started:.2f} s, "
+        f"close() took {finished - recorded:.2f} s"
+    )
+    print(
+        f"  end to end      {count / (finished - started):10.0f} steps/s  "
+        f"{raw / (finished - started) / 1e6:8.1f} MB/s"
+    )
+    print(
+        f"  record() p50    {np.percentile(lat, 50):10.1f} us   p99 {np.percentile(lat, 99):.1f} us"
+        f"   max {lat.max():.1f} us"
+    )
+    print(
+        f"  waits for room  {status.waits:10d}  ({status.wait_seconds:.2f} s)"
+        f"   drops {status.drops}"
+    )
     print(f"  file            {size / 1e6:10.1f} MB   (raw {raw / 1e6:.1f} MB)")
     print(f"  written to      {recorder.filename.resolve()}")
     return 0

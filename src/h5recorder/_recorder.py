@@ -44,8 +44,9 @@ def _close_open_recorders() -> None:
         try:
             recorder.close()
         except Exception as error:  # noqa: BLE001 - nothing else can report it at exit
-            warnings.warn(f"h5recorder: closing {recorder.filename} at exit failed: {error!r}",
-                          stacklevel=1)
+            warnings.warn(
+                f"h5recorder: closing {recorder.filename} at exit failed: {error!r}", stacklevel=1
+            )
 
 
 def copy_and_delete_old(filename: str | Path) -> Path:
@@ -108,7 +109,9 @@ class Options:
         if self.on_full not in ("wait", "drop"):
             raise ValueError(f"on_full: expected 'wait' or 'drop', got {self.on_full!r}")
         if not 0 < self.commit_interval <= 60:
-            raise ValueError(f"commit_interval: expected 0 < seconds <= 60, got {self.commit_interval}")
+            raise ValueError(
+                f"commit_interval: expected 0 < seconds <= 60, got {self.commit_interval}"
+            )
         if self.buffer_bytes < 1 << 16:
             raise ValueError(f"buffer_bytes: expected at least 65536, got {self.buffer_bytes}")
         if self.chunk_bytes < 1 << 10:
@@ -120,8 +123,9 @@ class Options:
         probe = spaces.Box(0, 1, (1,), np.float32)
         from ._schema import make_leaf
 
-        dataset_options(make_leaf(("probe",), probe, self.chunk_bytes),
-                        self.compression, self.compression_level)
+        dataset_options(
+            make_leaf(("probe",), probe, self.chunk_bytes), self.compression, self.compression_level
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,7 +183,9 @@ class Recorder:
         self.options = Options(**options)
         self.name = name
         self.out_dir = out_dir
-        self.image_keys_to_save = ["image"] if image_keys_to_save is None else list(image_keys_to_save)
+        self.image_keys_to_save = (
+            ["image"] if image_keys_to_save is None else list(image_keys_to_save)
+        )
         self.frames_dir = Path(out_dir) / (Path(name).stem + "_frames")
         self.filename = Path(out_dir) / Path(name).with_suffix(".h5")
         self.observation_space = observation_space
@@ -228,7 +234,11 @@ class Recorder:
         image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
         self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
         self._writer = Writer(
-            self.file, leaves, self._datasets, self._ring, self._counters,
+            self.file,
+            leaves,
+            self._datasets,
+            self._ring,
+            self._counters,
             [LeafStats(leaf) for leaf in leaves],
             compression=options.compression,
             compression_level=options.compression_level,
@@ -332,8 +342,13 @@ class Recorder:
             if name in self.file:
                 raise SchemaError(f"{name}: the file already holds an object of this name")
         self._plan = Plan({**self._plan.root_spaces(), **given}, self.options.chunk_bytes)
-        created = create_layout(self.file, self._plan, list(given), self.options.compression,
-                                self.options.compression_level)
+        created = create_layout(
+            self.file,
+            self._plan,
+            list(given),
+            self.options.compression,
+            self.options.compression_level,
+        )
         self._datasets = {
             leaf.index: created.get(leaf.index) or self.file["/".join(leaf.path)]
             for leaf in self._plan.leaves
@@ -372,8 +387,12 @@ class Recorder:
         if writer.error is not None:
             writer.raise_error()
         plan = self._plan
-        steps = {"observation": observation, "action": action, "state": state,
-                 "supervision": supervision}
+        steps = {
+            "observation": observation,
+            "action": action,
+            "state": state,
+            "supervision": supervision,
+        }
         for name, value in steps.items():
             if value is not None and name not in plan.roots:
                 raise SchemaError(
@@ -386,7 +405,7 @@ class Recorder:
         if ring.head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
             return
         slot = ring.head % ring.capacity
-        for column, value in zip(ring.columns, plan.values):
+        for column, value in zip(ring.columns, plan.values, strict=True):
             column[slot] = value
         ring.stamps[slot] = time.perf_counter_ns()
         ring.head += 1
@@ -409,8 +428,9 @@ class Recorder:
             self.configure_root_spaces(**inferred)
         if self._writer is None:
             if not self._plan.roots:
-                raise SchemaError("record() needs at least one of observation, action, state, "
-                                  "supervision")
+                raise SchemaError(
+                    "record() needs at least one of observation, action, state, supervision"
+                )
             self._start()
         assert self._writer is not None
         return self._writer
@@ -432,6 +452,16 @@ class Recorder:
             ring.released.wait(0.1)
         counters.wait_seconds += time.perf_counter() - started
         return True
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the writer's compiled kernels are loaded; return whether they are.
+
+        Never needed for correctness: until then the writer uses slower numpy code. The first
+        recorder on a machine compiles the kernels (seconds; later runs load numba's cache),
+        so benchmarks and demos call this before they start the clock.
+        """
+        writer = self._writer
+        return writer.ready.wait(timeout) if writer is not None else False
 
     def status(self) -> Status:
         """Counters and health of the current episode, readable while it runs."""
@@ -491,4 +521,3 @@ class Recorder:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.index} steps"
         return f"<Recorder {str(self.filename)!r} ({state})>"
-

@@ -165,7 +165,9 @@ class Leaf:
                 bad = array[overflow].flat[0]
                 raise StepError(self.name, f"values that fit {target}", f"{bad} ({source})")
             return
-        raise StepError(self.name, f"dtype {target} or one that casts to it safely", f"dtype {source}")
+        raise StepError(
+            self.name, f"dtype {target} or one that casts to it safely", f"dtype {source}"
+        )
 
     def _integer(self, value: Any) -> int:
         if isinstance(value, int | np.integer):
@@ -250,7 +252,8 @@ def to_mapping(value: Any) -> Mapping[str, Any] | None:
         return value
     if hasattr(value, "model_dump") or hasattr(value, "dict"):
         fields = {
-            key: item for key, item in getattr(value, "__dict__", {}).items()
+            key: item
+            for key, item in getattr(value, "__dict__", {}).items()
             if not key.startswith("_")
         }
         fields.update(getattr(value, "__pydantic_extra__", None) or {})
@@ -327,9 +330,7 @@ class Plan:
                 raise StepError(name, f"one of the keys {sorted(node.children)}", repr(key))
             if name not in self._warned:
                 self._warned.add(name)
-                warnings.warn(
-                    f"key {name!r} is not in the recorded space; skipped", stacklevel=5
-                )
+                warnings.warn(f"key {name!r} is not in the recorded space; skipped", stacklevel=5)
 
     def walk(self) -> Iterator[Group | Leaf]:
         stack: list[Group | Leaf] = list(self.roots.values())
@@ -361,7 +362,7 @@ def make_leaf(path: tuple[str, ...], space: spaces.Space[Any], chunk_bytes: int)
     elif kind == "discrete":
         dtype, shape = np.dtype(np.int64), ()
     else:
-        dtype, shape = np.dtype(space.dtype), tuple(space.shape or ())  # type: ignore[arg-type]
+        dtype, shape = np.dtype(space.dtype), tuple(space.shape or ())
     leaf = Leaf(path, space, kind, dtype, shape)
     if leaf.is_string:
         leaf.chunk_rows = STRING_CHUNK_ROWS
@@ -420,10 +421,15 @@ def json_schema(space: spaces.Space[Any]) -> dict[str, Any]:
         return {"type": "string", "minLength": space.min_length, "maxLength": space.max_length}
     if isinstance(space, spaces.Tuple):
         items = [json_schema(sub) for sub in space.spaces]
-        return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
+        return {
+            "type": "array",
+            "prefixItems": items,
+            "minItems": len(items),
+            "maxItems": len(items),
+        }
     if isinstance(space, spaces.MultiBinary | spaces.MultiDiscrete | spaces.Box):
         item: dict[str, Any]
-        dtype = np.dtype(space.dtype)  # type: ignore[arg-type]
+        dtype = np.dtype(space.dtype)
         item = {"type": "number" if dtype.kind == "f" else "integer", "dtype": str(dtype)}
         if isinstance(space, spaces.MultiBinary):
             item.update(minimum=0, maximum=1)
@@ -454,9 +460,7 @@ def space_attributes(space: spaces.Space[Any]) -> dict[str, Any]:
     return attrs
 
 
-def dataset_options(
-    leaf: Leaf, compression: str | None, level: int | None
-) -> dict[str, Any]:
+def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> dict[str, Any]:
     """h5py ``create_dataset`` keywords for the filter a leaf is written with."""
     if leaf.is_string or compression is None:
         return {}
@@ -466,7 +470,8 @@ def dataset_options(
         codec = compression.partition(":")[2] or "lz4"
         return dict(
             hdf5plugin.Blosc2(
-                cname=codec, clevel=1 if level is None else level,
+                cname=codec,  # type: ignore[arg-type]  # checked by hdf5plugin
+                clevel=1 if level is None else level,
                 filters=hdf5plugin.Blosc2.SHUFFLE,
             )
         )
@@ -527,8 +532,11 @@ def create_dataset_for_space_dict(
     for key, space in space_dict.spaces.items():
         if isinstance(space, spaces.Dict):
             create_dataset_for_space_dict(
-                space, group.create_group(key), compression=compression,
-                compression_level=compression_level, chunk_bytes=chunk_bytes,
+                space,
+                group.create_group(key),
+                compression=compression,
+                compression_level=compression_level,
+                chunk_bytes=chunk_bytes,
             )
         else:
             leaf = make_leaf((key,), space, chunk_bytes)

@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import native
+from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._schema import Leaf
 
 __all__ = ["LeafStats"]
@@ -68,8 +68,19 @@ class LeafStats:
             self._fold_numpy(ring, slot, count, out, out_row)
             return
         if not self.exact:
-            native.fold_rows(ring, slot, count, out, out_row, self.width,
-                             self.n, self.mean, self.m2, self.low, self.high)
+            native.fold_rows(
+                ring,
+                slot,
+                count,
+                out,
+                out_row,
+                self.width,
+                self.n,
+                self.mean,
+                self.m2,
+                self.low,
+                self.high,
+            )
             return
         capacity = ring.shape[0]
         while count:
@@ -78,8 +89,18 @@ class LeafStats:
             self._squares[:] = 0
             self._low[:] = np.iinfo(np.int64).max
             self._high[:] = np.iinfo(np.int64).min
-            native.fold_small_ints(ring, slot, rows, out, out_row, self.width,
-                                   self._sums, self._squares, self._low, self._high)
+            native.fold_small_ints(
+                ring,
+                slot,
+                rows,
+                out,
+                out_row,
+                self.width,
+                self._sums,
+                self._squares,
+                self._low,
+                self._high,
+            )
             elements = rows * self.per_row
             block_mean = np.empty(self.width)
             block_m2 = np.empty(self.width)
@@ -93,7 +114,11 @@ class LeafStats:
             count -= rows
 
     def _fold_numpy(
-        self, ring: np.ndarray[Any, Any], slot: int, count: int, out: np.ndarray[Any, Any],
+        self,
+        ring: np.ndarray[Any, Any],
+        slot: int,
+        count: int,
+        out: np.ndarray[Any, Any],
         out_row: int,
     ) -> None:
         index = (slot + np.arange(count)) % ring.shape[0]
@@ -105,8 +130,12 @@ class LeafStats:
             squares = [int(v) for v in (wide * wide).sum(axis=0)]
             elements = block.shape[0]
             block_mean = np.array([total / elements for total in sums])
-            block_m2 = np.array([(elements * sq - total * total) / elements
-                                 for total, sq in zip(sums, squares, strict=True)])
+            block_m2 = np.array(
+                [
+                    (elements * sq - total * total) / elements
+                    for total, sq in zip(sums, squares, strict=True)
+                ]
+            )
         else:
             wide = block.astype(np.float64)
             block_mean = wide.mean(axis=0)
@@ -114,8 +143,12 @@ class LeafStats:
         self.merge(block.shape[0], block_mean, block_m2, block.min(axis=0), block.max(axis=0))
 
     def merge(
-        self, count: int, block_mean: np.ndarray[Any, Any], block_m2: np.ndarray[Any, Any],
-        block_low: np.ndarray[Any, Any], block_high: np.ndarray[Any, Any],
+        self,
+        count: int,
+        block_mean: np.ndarray[Any, Any],
+        block_m2: np.ndarray[Any, Any],
+        block_low: np.ndarray[Any, Any],
+        block_high: np.ndarray[Any, Any],
     ) -> None:
         """Chan's merge of one block's (count, mean, m2, min, max) into the totals."""
         before = self.n[0]
@@ -139,7 +172,10 @@ class LeafStats:
             shaped = self.width > 1 and not self.leaf.is_image
             shape = self.leaf.shape if shaped else (self.width,)
             for key, values in (
-                ("min", self.low), ("max", self.high), ("mean", mean), ("std", std)
+                ("min", self.low),
+                ("max", self.high),
+                ("mean", mean),
+                ("std", std),
             ):
                 array = np.array(values, np.float64).reshape(shape)
                 result[key] = array if (shaped or self.leaf.is_image) else float(array[0])

@@ -34,7 +34,7 @@ import blosc2  # imported before the recorder registers its exit hook, so it out
 import h5py
 import numpy as np
 
-from . import native
+from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._ring import Ring
 from ._schema import Leaf
 from ._stats import LeafStats
@@ -122,7 +122,10 @@ class Counters:
 
 
 def _merge_intervals_numpy(
-    stamps: np.ndarray[Any, Any], start: int, count: int, previous: int,
+    stamps: np.ndarray[Any, Any],
+    start: int,
+    count: int,
+    previous: int,
     histogram: np.ndarray[Any, Any],
 ) -> int:
     """numpy twin of ``native.merge_intervals``, used until the kernels are compiled."""
@@ -133,8 +136,9 @@ def _merge_intervals_numpy(
     if gaps.size == 0:
         return 0
     ratio = np.maximum(gaps / native.kernels.SMALLEST_NS, 1.0)
-    bins = np.minimum((np.log2(ratio) * native.kernels.BINS_PER_OCTAVE).astype(np.int64),
-                      histogram.shape[0] - 1)
+    bins = np.minimum(
+        (np.log2(ratio) * native.kernels.BINS_PER_OCTAVE).astype(np.int64), histogram.shape[0] - 1
+    )
     np.add.at(histogram, bins, 1)
     return int(gaps.max())
 
@@ -206,8 +210,9 @@ class Writer(threading.Thread):
         self.frames: _Blosc2Frames | None = None
         if compression is not None and compression.startswith("blosc2"):
             codec = compression.partition(":")[2] or "lz4"
-            self.frames = _Blosc2Frames(codec, 1 if compression_level is None else compression_level,
-                                        compression_threads)
+            self.frames = _Blosc2Frames(
+                codec, 1 if compression_level is None else compression_level, compression_threads
+            )
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -263,14 +268,14 @@ class Writer(threading.Thread):
                     self.drain()
                     try:
                         future.set_result(function())
-                    except BaseException as error:  # handed back to the caller
+                    except BaseException as error:  # noqa: BLE001 - handed back to the caller
                         future.set_exception(error)
                 if self._stopping and self.ring.pending == 0:
                     self.commit()
                     return
                 if time.monotonic() - self._last_commit >= self.commit_interval:
                     self.commit()
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
             self.error = error
         finally:
             self.ring.released.set()
@@ -420,4 +425,3 @@ class Writer(threading.Thread):
             leaf.name: stats.store(self.datasets[leaf.index])
             for leaf, stats in zip(self.leaves, self.stats, strict=True)
         }
-

@@ -24,8 +24,13 @@ from gymnasium import spaces
 __all__ = ["WORKLOADS", "Workload", "photo_frames", "workload"]
 
 _PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "immunohistochemistry", "hubble_deep_field")
-_INSTRUCTIONS = ("pick up the red block", "open the drawer", "place the cup on the shelf",
-                 "push the button", "wipe the table")
+_INSTRUCTIONS = (
+    "pick up the red block",
+    "open the drawer",
+    "place the cup on the shelf",
+    "push the button",
+    "wipe the table",
+)
 
 
 def _canvas() -> np.ndarray[Any, Any]:
@@ -38,8 +43,11 @@ def _canvas() -> np.ndarray[Any, Any]:
     tiles = []
     for name in _PHOTOS:
         image = getattr(data, name)()
-        tiles.append(image[:400, :600] if image.shape[0] >= 400 else
-                     np.pad(image, ((0, 400 - image.shape[0]), (0, 0), (0, 0)), mode="reflect")[:, :600])
+        tiles.append(
+            image[:400, :600]
+            if image.shape[0] >= 400
+            else np.pad(image, ((0, 400 - image.shape[0]), (0, 0), (0, 0)), mode="reflect")[:, :600]
+        )
     tiles = [np.pad(t, ((0, 0), (0, 600 - t.shape[1]), (0, 0)), mode="reflect") for t in tiles]
     return np.concatenate([np.concatenate(tiles[:3], axis=1), np.concatenate(tiles[3:], axis=1)])
 
@@ -66,7 +74,9 @@ def photo_frames(
         noisy = crop + rng.normal(0.0, noise, crop.shape).astype(np.float32)
         frames[i] = np.clip(noisy, 0, 255).astype(np.uint8)
     if channels == 1:
-        return (frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+        return (frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(
+            np.uint8
+        )
     if channels == 4:
         alpha = np.clip(rng.normal(250, 3, (count, height, width, 1)), 0, 255).astype(np.uint8)
         return np.concatenate([frames, alpha], axis=3)
@@ -78,7 +88,8 @@ def depth_frames(count: int, height: int, width: int, seed: int = 0) -> np.ndarr
     gray = photo_frames(count, height, width, channels=1, seed=seed, noise=1.0)
     rng = np.random.default_rng(seed + 1)
     depth = 400.0 + gray.astype(np.float32) * 12.0 + rng.normal(0, 2.0, gray.shape)
-    return np.clip(depth, 0, 65535).astype(np.uint16)
+    clipped: np.ndarray[Any, Any] = np.clip(depth, 0, 65535).astype(np.uint16)
+    return clipped
 
 
 @dataclass
@@ -104,8 +115,11 @@ class Workload:
         return size(self.bank[0])
 
     def spaces(self) -> dict[str, Any]:
-        return {"observation_space": self.observation_space, "action_space": self.action_space,
-                "state_space": self.state_space}
+        return {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "state_space": self.state_space,
+        }
 
     def steps(self, count: int) -> Iterator[dict[str, Any]]:
         """``count`` steps as keyword arguments of ``record()``."""
@@ -125,38 +139,57 @@ def workload(name: str, bank_size: int = 64, seed: int = 0) -> Workload:
     box = spaces.Box
     if name == "seed":
         frames = photo_frames(bank_size, 224, 224, seed=seed)
-        observation = spaces.Dict({"image": box(0, 255, (224, 224, 3), np.uint8),
-                                   "instruction": spaces.Text(100)})
-        action = spaces.Dict({"gripper_position": box(-1, 1, (3,), np.float32),
-                              "gripper_action": spaces.Discrete(2)})
-        state = spaces.Dict({"position": box(-1, 1, (3,), np.float32),
-                             "velocity": box(-1, 1, (3,), np.float32)})
+        observation = spaces.Dict(
+            {"image": box(0, 255, (224, 224, 3), np.uint8), "instruction": spaces.Text(100)}
+        )
+        action = spaces.Dict(
+            {"gripper_position": box(-1, 1, (3,), np.float32), "gripper_action": spaces.Discrete(2)}
+        )
+        state = spaces.Dict(
+            {"position": box(-1, 1, (3,), np.float32), "velocity": box(-1, 1, (3,), np.float32)}
+        )
         for i in range(bank_size):
-            bank.append({
-                "observation": {"image": frames[i],
-                                "instruction": _INSTRUCTIONS[i * len(_INSTRUCTIONS) // bank_size]},
-                "action": {"gripper_position": _vector(rng, 3, 0.3), "gripper_action": i % 2},
-                "state": {"position": _vector(rng, 3, 0.3), "velocity": _vector(rng, 3, 0.1)},
-            })
+            bank.append(
+                {
+                    "observation": {
+                        "image": frames[i],
+                        "instruction": _INSTRUCTIONS[i * len(_INSTRUCTIONS) // bank_size],
+                    },
+                    "action": {"gripper_position": _vector(rng, 3, 0.3), "gripper_action": i % 2},
+                    "state": {"position": _vector(rng, 3, 0.3), "velocity": _vector(rng, 3, 0.1)},
+                }
+            )
         return Workload(name, observation, action, state, bank, ["image"])
     if name == "rig":
         cams = [photo_frames(bank_size, 480, 640, seed=seed + k) for k in range(3)]
         depth = depth_frames(bank_size, 480, 640, seed=seed + 7)
-        observation = spaces.Dict({
-            **{f"camera_{k}": box(0, 255, (480, 640, 3), np.uint8) for k in range(3)},
-            "depth": box(0, 65535, (480, 640), np.uint16),
-        })
+        observation = spaces.Dict(
+            {
+                **{f"camera_{k}": box(0, 255, (480, 640, 3), np.uint8) for k in range(3)},
+                "depth": box(0, 65535, (480, 640), np.uint16),
+            }
+        )
         state = spaces.Dict({"joints": box(-np.pi, np.pi, (30,), np.float32)})
         for i in range(bank_size):
-            bank.append({
-                "observation": {**{f"camera_{k}": cams[k][i] for k in range(3)}, "depth": depth[i]},
-                "state": {"joints": _vector(rng, 30, 0.5)},
-            })
-        return Workload(name, observation, None, state, bank,
-                        ["camera_0", "camera_1", "camera_2", "depth"])
+            bank.append(
+                {
+                    "observation": {
+                        **{f"camera_{k}": cams[k][i] for k in range(3)},
+                        "depth": depth[i],
+                    },
+                    "state": {"joints": _vector(rng, 30, 0.5)},
+                }
+            )
+        return Workload(
+            name, observation, None, state, bank, ["camera_0", "camera_1", "camera_2", "depth"]
+        )
     if name == "proprio":
-        state = spaces.Dict({"joints": box(-np.inf, np.inf, (50,), np.float32),
-                             "timestamp": box(0, np.inf, (), np.float64)})
+        state = spaces.Dict(
+            {
+                "joints": box(-np.inf, np.inf, (50,), np.float32),
+                "timestamp": box(0, np.inf, (), np.float64),
+            }
+        )
         for i in range(bank_size):
             bank.append({"observation": {"joints": _vector(rng, 50), "timestamp": np.float64(i)}})
         return Workload(name, state, None, None, bank, [])
