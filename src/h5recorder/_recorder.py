@@ -25,7 +25,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ._ring import Ring, capacity_for, sweep_stale_segments
-from ._schema import Plan, create_layout, dataset_options, infer_space, to_mapping
+from ._schema import Plan, create_layout, dataset_options, infer_space, jsonable, to_mapping
 from ._stats import LeafStats
 from ._version import __version__
 from ._writer import Counters, Status, Writer
@@ -461,7 +461,10 @@ class Recorder:
         so benchmarks and demos call this before they start the clock.
         """
         writer = self._writer
-        return writer.ready.wait(timeout) if writer is not None else False
+        if writer is None:
+            return False
+        writer.warmed.wait(timeout)
+        return writer.ready.is_set()
 
     def status(self) -> Status:
         """Counters and health of the current episode, readable while it runs."""
@@ -504,7 +507,7 @@ class Recorder:
             if hasattr(value, "array") and not isinstance(value, np.ndarray):
                 value = value.array
             if group.attrs.get("tuple_length") is not None:
-                value = json.dumps(np.asarray(value).tolist())
+                value = json.dumps({"item": [jsonable(item) for item in value]})
             group[index] = value
             return
         mapping = to_mapping(sample)

@@ -218,20 +218,21 @@ class Leaf:
         if not isinstance(value, tuple | list) or len(value) != length:
             raise StepTypeError(self.name, f"a tuple of {length} values", _describe(value))
         try:
-            return json.dumps([_jsonable(item) for item in value])
+            # mbodied's Replayer reads a JSON object: {"item": [...]} unpacks to one entry each
+            return json.dumps({"item": [jsonable(item) for item in value]})
         except TypeError as error:
             raise StepTypeError(self.name, "values JSON can hold", _describe(value)) from error
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if hasattr(value, "array") and not isinstance(value, np.ndarray):
         value = value.array
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
@@ -448,6 +449,7 @@ def space_attributes(space: spaces.Space[Any]) -> dict[str, Any]:
         attrs["shape"] = np.asarray(space.shape, dtype=np.int64)
     elif isinstance(space, spaces.Discrete):
         attrs["n"] = int(space.n)
+        attrs["string_values"] = np.zeros(0)  # the reference writes it, empty, on every Discrete
     elif isinstance(space, spaces.MultiDiscrete):
         attrs["nvec"] = np.asarray(space.nvec)
     elif isinstance(space, spaces.MultiBinary):

@@ -64,7 +64,7 @@ class LeafStats:
 
         Until the kernels are compiled (``compiled=False``), numpy does the same work.
         """
-        if not compiled:
+        if not compiled or self.leaf.dtype == np.float16:  # numba has no float16 arithmetic
             self._fold_numpy(ring, slot, count, out, out_row)
             return
         if not self.exact:

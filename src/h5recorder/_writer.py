@@ -216,6 +216,8 @@ class Writer(threading.Thread):
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
+        self.warmed = threading.Event()
+        self.compile_error: Exception | None = None
         self._stopping = False
         self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
@@ -289,8 +291,15 @@ class Writer(threading.Thread):
         Until this is done the writer uses numpy, so nothing waits on the compiler.
         """
         dtypes = {self._kernel_dtype(leaf) for leaf in self.leaves if not leaf.is_string}
-        native.warm_up(sorted(dtypes, key=str))
-        self.ready.set()
+        dtypes.discard(np.dtype(np.float16))
+        try:
+            native.warm_up(sorted(dtypes, key=str))
+        except Exception as error:  # noqa: BLE001 - the numpy path stays; nothing is lost
+            self.compile_error = error
+        else:
+            self.ready.set()
+        finally:
+            self.warmed.set()
 
     @staticmethod
     def _kernel_dtype(leaf: Leaf) -> np.dtype[Any]:
@@ -347,7 +356,7 @@ class Writer(threading.Thread):
                 compiled = self.ready.is_set()
                 stats.fold(ring2d, slot, take, out2d, staging.rows, compiled)
                 if stats.counts is not None:
-                    if compiled:
+                    if compiled and leaf.dtype.itemsize == 8:
                         native.count_values(column, slot, take, stats.offset, stats.counts)
                     else:
                         values = column[(slot + np.arange(take)) % capacity] - stats.offset

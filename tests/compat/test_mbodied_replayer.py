@@ -38,20 +38,6 @@ from h5recorder import Recorder
 
 ROOTS = ("observation", "action", "state", "supervision")
 
-FLOAT16_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="h5recorder: the numba kernel fold_rows (native/kernels.py:36) has no "
-    "float(float16): the h5recorder-compile thread dies with an unhandled TypingError "
-    "(before bba9277 the writer thread did, and close() raised WriterError)",
-)
-TUPLE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="h5recorder stores a Tuple as a JSON array; mbodied's Replayer reads a dataset "
-    "with `tuple_length` through Sample.model_validate_json(...).unpack(to_dicts=True), "
-    "which needs a JSON object (pydantic: 'Input should be an object')",
-)
-
-
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
@@ -101,7 +87,7 @@ SPACE_CASES = [
                   np.array([True, True, False])], id="box-bool"),
     pytest.param(spaces.Box(-1, 1, (2,), np.float16),
                  [np.array([0.5, -0.25], np.float16), np.array([1.0, 0.0], np.float16)],
-                 id="box-float16", marks=FLOAT16_XFAIL),
+                 id="box-float16"),
     pytest.param(spaces.Discrete(5), [0, 4, 2], id="discrete"),
     pytest.param(spaces.Discrete(3, start=-1), [-1, 1, 0], id="discrete-start"),
     pytest.param(spaces.MultiDiscrete([3, 4, 5]),
@@ -119,14 +105,14 @@ SPACE_CASES = [
     pytest.param(spaces.Text(40),
                  ["pick up the red cup", "ü ∑ 漢字 déjà vu ✓", "x"], id="text"),
     pytest.param(spaces.Tuple((spaces.Discrete(3), spaces.Discrete(4))),
-                 [(0, 3), (2, 1), (1, 0)], id="tuple-discrete", marks=TUPLE_XFAIL),
+                 [(0, 3), (2, 1), (1, 0)], id="tuple-discrete"),
     pytest.param(spaces.Tuple((spaces.Discrete(3), spaces.Box(0, 1, (2,), np.float32))),
                  [(1, np.array([0.5, 0.25], np.float32)), (2, np.array([0.0, 1.0], np.float32))],
-                 id="tuple-mixed", marks=TUPLE_XFAIL),
+                 id="tuple-mixed"),
     pytest.param(spaces.Tuple((spaces.Dict({"x": spaces.Discrete(4)}),
                                spaces.Dict({"x": spaces.Discrete(4)}))),
                  [({"x": 1}, {"x": 2}), ({"x": 3}, {"x": 0})],
-                 id="tuple-of-dicts", marks=TUPLE_XFAIL),
+                 id="tuple-of-dicts"),
     pytest.param(spaces.Dict({
         "pose": spaces.Box(-1, 1, (3,), np.float32),
         "grip": spaces.Dict({"open": spaces.Discrete(2),
@@ -191,13 +177,13 @@ def _expected_dtype(space: spaces.Space[Any]) -> np.dtype[Any]:
 def _tuple_items(replayed: Any, length: int, where: str) -> list[Any]:
     """The elements of a replayed Tuple.
 
-    The Replayer turns a Tuple dataset into a list of dicts (``Sample.unpack(to_dicts=True)``):
-    one per element; a ``Dict`` element is that dict, any other element the single value of
-    its one-entry dict.
+    h5recorder stores a Tuple as ``{"item": [v0, v1, ...]}``; the Replayer unpacks it
+    (``Sample.unpack(to_dicts=True)``) into one ``{"item": v}`` per element.
     """
     assert isinstance(replayed, list), f"{where}: expected a list, got {type(replayed).__name__}"
     assert len(replayed) == length, f"{where}: {len(replayed)} elements, expected {length}"
-    return replayed
+    assert all(isinstance(item, dict) and set(item) == {"item"} for item in replayed), where
+    return [item["item"] for item in replayed]
 
 
 def assert_replayed(replayed: Any, space: spaces.Space[Any], recorded: Any, where: str) -> None:
@@ -213,12 +199,8 @@ def assert_replayed(replayed: Any, space: spaces.Space[Any], recorded: Any, wher
     elif isinstance(space, spaces.Tuple):
         items = _tuple_items(replayed, len(space.spaces), where)
         for index, (item, sub, value) in enumerate(zip(items, space.spaces, recorded, strict=True)):
-            if isinstance(sub, spaces.Dict):
-                assert item == json.loads(json.dumps(_jsonable(value))), f"{where}[{index}]"
-            else:
-                assert isinstance(item, dict) and len(item) == 1, f"{where}[{index}]: {item!r}"
-                (got,) = item.values()
-                assert got == _jsonable(value), f"{where}[{index}]"
+            del sub
+            assert item == json.loads(json.dumps(_jsonable(value))), f"{where}[{index}]"
     else:
         array = np.asarray(replayed)
         assert array.dtype == _expected_dtype(space), f"{where}: dtype {array.dtype}"
@@ -572,11 +554,6 @@ def _attribute_names(objects: dict[str, Any]) -> dict[str, set[str]]:
             for name, (_, _, attrs) in objects.items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h5recorder writes no `string_values` attribute on Discrete datasets; mbodied's "
-    "Recorder writes one (an empty float64 array for a plain Discrete) and COMPAT.md lists it",
-)
 def test_same_attribute_names_as_mbodied_recorder(tmp_path: Path) -> None:
     reference, ours = _layout_pair(tmp_path)
     reference_names, our_names = _attribute_names(reference), _attribute_names(ours)
@@ -587,20 +564,6 @@ def test_same_attribute_names_as_mbodied_recorder(tmp_path: Path) -> None:
         if reference_names[name] != our_names[name]
     }
     assert not differences, differences
-
-
-def test_attribute_names_differ_only_by_string_values(tmp_path: Path) -> None:
-    """Pins today's one difference (the xfail above), so any other one fails loudly."""
-    reference, ours = _layout_pair(tmp_path)
-    reference_names, our_names = _attribute_names(reference), _attribute_names(ours)
-    for name, names in reference_names.items():
-        missing = names - our_names[name]
-        extra = our_names[name] - names
-        assert not extra, f"{name}: only h5recorder writes {sorted(extra)}"
-        if reference[name][2].get("space_type") == "Discrete" and reference[name][0] == "dataset":
-            assert missing == {"string_values"}, f"{name}: only mbodied writes {sorted(missing)}"
-        else:
-            assert not missing, f"{name}: only mbodied writes {sorted(missing)}"
 
 
 def test_same_attribute_values_as_mbodied_recorder(tmp_path: Path) -> None:
