@@ -1,0 +1,46 @@
+"""Checks and reporting shared by the benchmark files.
+
+Imported by name: pytest's default import mode puts ``benchmarks/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc2 filter, so blosc2 chunks read back
+import numpy as np
+
+from h5recorder.workloads import Workload
+
+
+def percentiles_us(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
+    """p50, p99, p99.9 and max of durations in nanoseconds, in microseconds."""
+    p50, p99, p999 = np.percentile(samples_ns, [50, 99, 99.9])
+    return {
+        "p50_us": round(float(p50) / 1e3, 1),
+        "p99_us": round(float(p99) / 1e3, 1),
+        "p99.9_us": round(float(p999) / 1e3, 1),
+        "max_us": round(float(samples_ns.max()) / 1e3, 1),
+    }
+
+
+def report(benchmark: Any, title: str, figures: dict[str, Any]) -> None:
+    """Store ``figures`` in the benchmark's extra_info and print them on one line."""
+    benchmark.extra_info.update(figures)
+    shown = ", ".join(f"{key}={value}" for key, value in figures.items())
+    print(f"\n[{title}] {shown}")
+
+
+def check_file(path: Path, workload: Workload, steps: int) -> None:
+    """The file holds ``steps`` rows, and its first and last frames are the ones recorded."""
+    bank = workload.bank
+    with h5py.File(path, "r") as file:
+        assert int(file.attrs["size"]) == steps
+        images = file["observation/image"]
+        assert images.shape[0] >= steps
+        assert np.array_equal(images[0], bank[0]["observation"]["image"])
+        last = bank[(steps - 1) % len(bank)]
+        assert np.array_equal(images[steps - 1], last["observation"]["image"])
+        assert int(file["action/gripper_action"][steps - 1]) == last["action"]["gripper_action"]

@@ -1,0 +1,29 @@
+"""Fixtures and options of the benchmarks; the shared checks live in ``bench_support``.
+
+Benchmarks run on demand (``pytest benchmarks -q -s``, or ``tox -e bench``), never in CI's
+pass/fail. They assert what was written, never how fast: figures go to ``benchmark.extra_info``
+(kept in pytest-benchmark's JSON with ``--benchmark-json``) and are printed with ``-s``. On a
+noisy machine, compare figures measured side by side in one run, as ratios.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from h5recorder.workloads import Workload, workload
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("h5recorder benchmarks")
+    group.addoption("--pace-seconds", type=float, default=4.0,
+                    help="seconds of paced recording per latency case (default 4)")
+    group.addoption("--e2e-steps", type=int, default=2000,
+                    help="steps per end-to-end round (default 2000)")
+    group.addoption("--e2e-rounds", type=int, default=2,
+                    help="rounds per end-to-end case (default 2)")
+
+
+@pytest.fixture(scope="session")
+def seed() -> Workload:
+    """One 224x224x3 photo frame with noise, an instruction and small vectors per step."""
+    return workload("seed")
