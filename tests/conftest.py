@@ -36,7 +36,9 @@ def assert_same(stored: Any, recorded: Any, where: str) -> None:
     if isinstance(recorded, str):
         assert stored == recorded, where
     elif isinstance(recorded, tuple):
-        assert json.loads(stored) == {"item": [np.asarray(item).tolist() for item in recorded]}, where
+        assert json.loads(stored) == {"item": [np.asarray(item).tolist() for item in recorded]}, (
+            where
+        )
     else:
         array = np.asarray(getattr(recorded, "array", recorded))
         np.testing.assert_array_equal(np.asarray(stored), array, err_msg=where)

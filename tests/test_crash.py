@@ -96,7 +96,8 @@ def kill_and_check(tmp_path: Path, delay: float, frames: np.ndarray) -> None:
     child.stdout.close()
     recorded = max(printed, default=0)
     size = check_rows(tmp_path / "crash.h5", frames)
-    lost_at_most = int(RATE * (COMMIT_INTERVAL + 0.5)) + 25
+    # one commit interval, plus scheduling slack: the child busy-waits and holds the GIL
+    lost_at_most = int(RATE * (COMMIT_INTERVAL + 1.0)) + 25
     assert size >= recorded - lost_at_most, (size, recorded)
     result = subprocess.run(
         [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],

@@ -211,6 +211,9 @@ class Recorder:
         )
         if self.root_keys:
             self._start()
+            # Loading the compiled kernels takes about 0.3 s from numba's cache (seconds the
+            # first time on a machine); done here, it never competes with record() for the GIL.
+            self.wait_ready()
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -308,9 +308,10 @@ class Writer(threading.Thread):
     def drain(self) -> None:
         """Move every published row out of the ring, writing the chunks that fill."""
         ring = self.ring
-        while ring.pending:
+        head = ring.head  # rows published after this are the next drain's: commits must not wait
+        while ring.tail < head:
             start = ring.tail
-            count = min(ring.pending, max(1, ring.capacity // 4))
+            count = min(head - start, max(1, ring.capacity // 4))
             self._check_space(count)
             slot = start % ring.capacity
             for leaf, staging, stats in zip(self.leaves, self.staging, self.stats, strict=True):
