@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import shutil
+import sys
 import time
 import warnings
 import weakref
@@ -24,8 +26,9 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from ._frames import FramePool, FrameSource, check_image, frame_dirs
 from ._ring import Ring, capacity_for, sweep_stale_segments
-from ._schema import Plan, create_layout, dataset_options, infer_space, jsonable, to_mapping
+from ._schema import Leaf, Plan, create_layout, dataset_options, infer_space, jsonable, to_mapping
 from ._stats import LeafStats
 from ._version import __version__
 from ._writer import Counters, Status, Writer
@@ -66,6 +69,20 @@ def copy_and_delete_old(filename: str | Path) -> Path:
     return target
 
 
+def _show_progress(frames: FramePool, label: str) -> None:
+    """Wait for the pool, with a progress bar on a terminal and a log line otherwise."""
+    total = frames.pending
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=label, unit="frame", leave=False) as bar:
+            while not frames.wait(timeout=0.2):
+                bar.update(total - frames.pending - bar.n)
+    else:
+        logging.getLogger("h5recorder").info("%s ...", label)
+        frames.wait()
+
+
 @dataclass(frozen=True)
 class Options:
     """How a recorder writes; stored in the file as the ``recorder_options`` attribute.
@@ -93,6 +110,14 @@ class Options:
         Unknown keys raise ``StepError`` instead of warning once and being skipped.
     min_free_bytes
         Free disk space the recorder keeps; below it, the writer stops with ``DiskFullError``.
+    frames
+        ``"all"``: every frame of a saved image key becomes a PNG by the time ``close()``
+        returns (frames the encoders could not keep up with are written from the file then).
+        ``"best-effort"``: those are skipped and listed in the ``recorder_frames`` attribute.
+    frame_workers
+        PNG encoder processes; default: the cores minus one, at least one.
+    png_compress_level
+        zlib level of the PNG files (1: about 4x faster than 6, files a few percent larger).
     """
 
     compression: str | None = "blosc2"
@@ -104,6 +129,9 @@ class Options:
     chunk_bytes: int = 1 << 20
     strict: bool = False
     min_free_bytes: int = 64 << 20
+    frames: Literal["all", "best-effort"] = "all"
+    frame_workers: int | None = None
+    png_compress_level: int = 1
 
     def __post_init__(self) -> None:
         if self.on_full not in ("wait", "drop"):
@@ -118,6 +146,12 @@ class Options:
             raise ValueError(f"chunk_bytes: expected at least 1024, got {self.chunk_bytes}")
         if self.compression_threads < 1:
             raise ValueError(f"compression_threads: expected >= 1, got {self.compression_threads}")
+        if self.frames not in ("all", "best-effort"):
+            raise ValueError(f"frames: expected 'all' or 'best-effort', got {self.frames!r}")
+        if self.frame_workers is not None and self.frame_workers < 1:
+            raise ValueError(f"frame_workers: expected >= 1 or None, got {self.frame_workers}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"png_compress_level: expected 0..9, got {self.png_compress_level}")
         if self.min_free_bytes < 0:
             raise ValueError(f"min_free_bytes: expected >= 0, got {self.min_free_bytes}")
         probe = spaces.Box(0, 1, (1,), np.float32)
@@ -201,6 +235,9 @@ class Recorder:
         self._counters = Counters()
         self._plan = Plan({}, self.options.chunk_bytes)
         self._datasets: dict[int, h5py.Dataset] = {}
+        self._frames: FramePool | None = None
+        self._frame_steps = 0  # steps the PNG pool has seen, over every episode
+        self.missing_frames: list[str] = []
         sweep_stale_segments()
         self._open()
         self.configure_root_spaces(
@@ -218,10 +255,10 @@ class Recorder:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _open(self) -> None:
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.filename.parent.mkdir(parents=True, exist_ok=True)
         if self.filename.exists():
-            copy_and_delete_old(self.filename)
+            self._move_aside()
+        self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.file = _open_file(self.filename)
         self.file.attrs["size"] = 0
         self.file.attrs["recorder_version"] = __version__
@@ -229,10 +266,36 @@ class Recorder:
         self._closed = False
         _open_recorders.add(self)
 
+    def _move_aside(self) -> None:
+        """Move the file (and its frames, if any) aside, keeping them together."""
+        moved = copy_and_delete_old(self.filename)
+        if self.frames_dir.is_dir() and any(self.frames_dir.iterdir()):
+            shutil.move(self.frames_dir, moved.with_name(moved.stem + "_frames"))
+
+    def _saved_leaves(self) -> list[Leaf]:
+        """The leaves named by ``image_keys_to_save`` (by key or full path), checked."""
+        wanted = set(self.image_keys_to_save)
+        saved = [
+            leaf for leaf in self._plan.leaves if leaf.name in wanted or leaf.path[-1] in wanted
+        ]
+        for leaf in saved:
+            check_image(leaf.name, leaf.shape, leaf.dtype)
+        return saved
+
     def _start(self) -> None:
         leaves = self._plan.leaves
         options = self.options
+        saved = self._saved_leaves()
         self._ring = Ring(leaves, capacity_for(leaves, options.buffer_bytes))
+        targets = []
+        if saved and self._ring.shared:
+            if self._frames is None:
+                self._frames = FramePool(options.frame_workers, options.png_compress_level)
+            folders = frame_dirs(self.frames_dir, [leaf.name for leaf in saved])
+            targets = [
+                (leaf, FrameSource.of(self._ring.shared[leaf.index]), folders[leaf.name])
+                for leaf in saved
+            ]
         self._counters = Counters()
         image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
         self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
@@ -248,6 +311,9 @@ class Recorder:
             compression_threads=options.compression_threads,
             commit_interval=options.commit_interval,
             min_free_bytes=options.min_free_bytes,
+            frames=self._frames,
+            frame_targets=targets,
+            step_base=self._frame_steps,
         )
         self._writer.start()
 
@@ -257,6 +323,9 @@ class Recorder:
         if writer is None:
             return None
         writer.stop()
+        if self._frames is not None and writer.frame_targets:
+            self._finish_frames(writer)
+            writer.release()
         if writer.error is None:
             try:
                 writer.write_attributes()
@@ -269,6 +338,31 @@ class Recorder:
             self._ring = None
         return writer.error
 
+    def _finish_frames(self, writer: Writer) -> None:
+        """Wait for this episode's frames; write the deferred ones from the file."""
+        frames = self._frames
+        assert frames is not None
+        end = writer.step_base + writer.done
+        frames.wait(end)  # the ring's frames first: the ring is released after this
+        self._frame_steps = end
+        frames.advance(end)
+        if writer.deferred and self.options.frames == "best-effort":
+            self.missing_frames = [path for _, _, path in writer.deferred]
+            writer.counters.frames_missing = len(self.missing_frames)
+        elif writer.deferred and writer.error is None:
+            for row, leaf, path in writer.deferred:
+                frames.encode_from_array(self._datasets[leaf.index][row], path)
+        if frames.pending:
+            _show_progress(frames, f"writing {frames.pending} PNG frames of {self.filename.name}")
+        self.file.attrs["recorder_frames"] = json.dumps(
+            {
+                "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
+                "folders": [str(folder) for _, _, folder in writer.frame_targets],
+                "deferred": len(writer.deferred),
+                "missing": self.missing_frames,
+            }
+        )
+
     def close(self) -> None:
         """Write every accepted step, store statistics and close the file.
 
@@ -280,8 +374,13 @@ class Recorder:
         self._closed = True
         _open_recorders.discard(self)
         error = self._stop()
+        frames, self._frames = self._frames, None
         try:
             self.file.close()
+            if frames is not None:
+                frames.close()
+                if error is None:
+                    frames.check()
         finally:
             if error is not None:
                 if isinstance(error, WriterError):
@@ -294,8 +393,18 @@ class Recorder:
         The new file has the same spaces (declared or inferred), ``index`` is 0 again.
         """
         root_spaces = self._plan.root_spaces()
-        self.close()
-        copy_and_delete_old(self.filename)
+        if self._closed:
+            raise ClosedError(f"reset() after close() of {self.filename}")
+        error = self._stop()
+        self.file.close()
+        if error is not None:
+            self._closed = True
+            _open_recorders.discard(self)
+            raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+        if self._frames is not None:
+            self._frames.check()
+        self._move_aside()
+        self.missing_frames = []
         self.index = 0
         self.root_keys, self.root_spaces = [], []
         self._plan = Plan({}, self.options.chunk_bytes)
@@ -389,6 +498,8 @@ class Recorder:
             writer = self._first_step(observation, action, state, supervision)
         if writer.error is not None:
             writer.raise_error()
+        if writer.frames is not None:
+            writer.frames.check()
         plan = self._plan
         steps = {
             "observation": observation,
@@ -408,8 +519,12 @@ class Recorder:
         if ring.head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
             return
         slot = ring.head % ring.capacity
-        for column, value in zip(ring.columns, plan.values, strict=True):
-            column[slot] = value
+        for column, rows, value in zip(ring.columns, ring.byte_rows, plan.values, strict=True):
+            if rows is not None and value.dtype == column.dtype and value.flags.c_contiguous:
+                view, size = rows
+                view[slot * size : slot * size + size] = value.data.cast("B")
+            else:
+                column[slot] = value
         ring.stamps[slot] = time.perf_counter_ns()
         ring.head += 1
         counters = self._counters

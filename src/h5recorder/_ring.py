@@ -25,6 +25,7 @@ __all__ = ["SHM_DIR", "SHM_PREFIX", "Ring", "sweep_stale_segments"]
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "h5rec_"
+BYTE_COPY_ELEMENTS = 256  # numpy releases the GIL for copies of more than about 500 elements
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,6 +104,15 @@ class Ring:
                 array.fill("")
             self.columns.append(array)
         self.stamps = np.zeros(capacity, np.int64)
+        # Large rows are copied as bytes through a memoryview, which keeps the GIL: numpy
+        # releases it for big copies, and a caller that releases and retakes the GIL at every
+        # step starves the writer thread of it (it may wait seconds for its turn).
+        self.byte_rows: list[tuple[memoryview, int] | None] = [
+            (column.reshape(-1).data.cast("B"), column[0].nbytes)
+            if column.dtype != object and column[0].size > BYTE_COPY_ELEMENTS
+            else None
+            for column in self.columns
+        ]
 
     @property
     def nbytes(self) -> int:
@@ -113,6 +123,10 @@ class Ring:
         return self.head - self.tail
 
     def close(self) -> None:
+        for view in self.byte_rows:
+            if view is not None:
+                view[0].release()
+        self.byte_rows = []
         self.columns = []
         for column in self.shared.values():
             column.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import shutil
 import threading
@@ -35,6 +36,7 @@ import h5py
 import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
+from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._ring import Ring
 from ._schema import Leaf
 from ._stats import LeafStats
@@ -60,6 +62,9 @@ class Status:
     missing_values: int
     ring_capacity: int
     ring_pending: int
+    frames_written: int
+    frames_deferred: int
+    frames_missing: int
     steps_per_second: float
     interval_p50_us: float
     interval_p99_us: float
@@ -87,6 +92,9 @@ class Counters:
         self.first_stamp = 0
         self.last_stamp = 0
         self.longest_gap_ns = 0
+        self.frames_written = 0
+        self.frames_deferred = 0
+        self.frames_missing = 0
 
     def percentile_us(self, fraction: float) -> float:
         total = int(self.histogram.sum())
@@ -113,6 +121,9 @@ class Counters:
             missing_values=self.missing_values,
             ring_capacity=ring.capacity if ring else 0,
             ring_pending=ring.pending if ring else 0,
+            frames_written=self.frames_written,
+            frames_deferred=self.frames_deferred,
+            frames_missing=self.frames_missing,
             steps_per_second=intervals / span if span > 0 else math.nan,
             interval_p50_us=self.percentile_us(0.5),
             interval_p99_us=self.percentile_us(0.99),
@@ -196,6 +207,9 @@ class Writer(threading.Thread):
         compression_threads: int,
         commit_interval: float,
         min_free_bytes: int,
+        frames: FramePool | None = None,
+        frame_targets: list[tuple[Leaf, FrameSource, Path]] | None = None,
+        step_base: int = 0,
     ) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
         self.file = file
@@ -207,10 +221,16 @@ class Writer(threading.Thread):
         self.commit_interval = commit_interval
         self.min_free_bytes = min_free_bytes
         self.staging = [_Staging(leaf) for leaf in leaves]
-        self.frames: _Blosc2Frames | None = None
+        self.frames = frames
+        self.frame_targets = frame_targets or []
+        self.step_base = step_base  # the pool's step numbers keep growing across episodes
+        self.done = 0  # rows drained; the ring's tail follows once the PNG pool is done too
+        self.deferred: list[tuple[int, Leaf, str]] = []
+        self._frames_before = frames.counters.written if frames is not None else 0
+        self.compressor: _Blosc2Frames | None = None
         if compression is not None and compression.startswith("blosc2"):
             codec = compression.partition(":")[2] or "lz4"
-            self.frames = _Blosc2Frames(
+            self.compressor = _Blosc2Frames(
                 codec, 1 if compression_level is None else compression_level, compression_threads
             )
         self.wake = threading.Event()
@@ -265,6 +285,7 @@ class Writer(threading.Thread):
                 self.wake.wait(self.commit_interval / 4)
                 self.wake.clear()
                 self.drain()
+                self.release()
                 while not self._requests.empty():
                     function, future = self._requests.get()
                     self.drain()
@@ -272,7 +293,7 @@ class Writer(threading.Thread):
                         future.set_result(function())
                     except BaseException as error:  # noqa: BLE001 - handed back to the caller
                         future.set_exception(error)
-                if self._stopping and self.ring.pending == 0:
+                if self._stopping and self.done == self.ring.head:
                     self.commit()
                     return
                 if time.monotonic() - self._last_commit >= self.commit_interval:
@@ -309,8 +330,8 @@ class Writer(threading.Thread):
         """Move every published row out of the ring, writing the chunks that fill."""
         ring = self.ring
         head = ring.head  # rows published after this are the next drain's: commits must not wait
-        while ring.tail < head:
-            start = ring.tail
+        while self.done < head:
+            start = self.done
             count = min(head - start, max(1, ring.capacity // 4))
             self._check_space(count)
             slot = start % ring.capacity
@@ -330,7 +351,42 @@ class Writer(threading.Thread):
             counters.longest_gap_ns = max(counters.longest_gap_ns, int(longest))
             self._stamp_before = int(ring.stamps[(slot + count - 1) % ring.capacity])
             counters.last_stamp = self._stamp_before
-            ring.tail = start + count
+            self.done = start + count
+            if self.frames is not None and self.frame_targets:
+                self._submit_frames(start, count)
+            self.release()
+
+    def _submit_frames(self, start: int, count: int) -> None:
+        assert self.frames is not None
+        capacity = self.ring.capacity
+        self.frames.submit(
+            FrameJob(self.step_base + row, source, row % capacity, frame_path(folder, row))
+            for row in range(start, start + count)
+            for _, source, folder in self.frame_targets
+        )
+
+    def release(self) -> None:
+        """Hand back the slots that the writer and the PNG pool are both done with.
+
+        When the encoders fall behind and the ring is three quarters full, frames not yet
+        started are deferred (written from the file at ``close()``) instead of making the
+        caller wait for them.
+        """
+        ring = self.ring
+        tail = self.done
+        if self.frames is not None and self.frame_targets:
+            tail = min(tail, self.frames.done_below - self.step_base)
+            if ring.head - tail >= ring.capacity * 3 // 4:
+                below = self.step_base + self.done
+                by_path = {str(folder): leaf for leaf, _, folder in self.frame_targets}
+                for job in self.frames.withdraw(below):
+                    row = job.step - self.step_base
+                    self.deferred.append((row, by_path[os.path.dirname(job.path)], job.path))
+                    self.counters.frames_deferred += 1
+                self.frames.wait(below, timeout=30)
+                tail = min(self.done, self.frames.done_below - self.step_base)
+        if tail > ring.tail:
+            ring.tail = tail
             ring.released.set()
 
     def _take(
@@ -382,10 +438,12 @@ class Writer(threading.Thread):
             dataset.resize(end, axis=0)
         buffer = staging.buffer
         self.counters.bytes_raw += rows * leaf.row_bytes
-        if self.frames is not None and not leaf.is_string:
+        if self.compressor is not None and not leaf.is_string:
             if not full:
                 buffer[rows:] = 0
-            frame = self.frames.frame(buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer)
+            frame = self.compressor.frame(
+                buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer
+            )
             dataset.id.write_direct_chunk((first,) + (0,) * len(leaf.shape), frame, 0)
             self.counters.bytes_written += len(frame)
         else:
@@ -405,7 +463,7 @@ class Writer(threading.Thread):
 
     def commit(self) -> None:
         """Make every row drained so far durable, then publish ``size``."""
-        rows = self.ring.tail
+        rows = self.done
         self._last_commit = time.monotonic()
         if rows == self.counters.rows_committed and self.counters.commits:
             return
@@ -423,6 +481,8 @@ class Writer(threading.Thread):
         self.file.flush()
 
     def write_attributes(self) -> None:
+        if self.frames is not None:
+            self.counters.frames_written = self.frames.counters.written - self._frames_before
         attrs = self.file.attrs
         # one attribute for all counters: every h5py call waits for the GIL, and a caller
         # spinning in a busy-wait loop hands it over only every switch interval (5 ms)
