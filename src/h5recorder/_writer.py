@@ -44,6 +44,8 @@ from .errors import DiskFullError, WriterError
 
 __all__ = ["Counters", "Status", "Writer"]
 
+RAW_ABOVE = 0.97  # a chunk compressed to more than this share of its size is stored raw
+RAW_CHUNKS = 16  # ... and so are the next chunks of that leaf, until one is tried again
 HISTOGRAM_BINS = 48 * native.kernels.BINS_PER_OCTAVE
 
 
@@ -165,6 +167,8 @@ class _Staging:
         self.rows = 0
         self.chunk = 0
         self.dirty = False
+        self.extent = 0  # rows of the dataset, as this writer last set them
+        self.raw_left = 0  # chunks to store uncompressed before trying to compress again
 
 
 class _Blosc2Frames:
@@ -187,7 +191,7 @@ class _Blosc2Frames:
         }
         schunk = blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
         schunk.append_data(buffer)
-        return bytes(schunk.to_cframe())
+        return schunk.to_cframe()  # type: ignore[no-any-return]
 
 
 class Writer(threading.Thread):
@@ -434,21 +438,31 @@ class Writer(threading.Thread):
         dataset = self.datasets[leaf.index]
         full = rows == leaf.chunk_rows
         end = first + (leaf.chunk_rows if full else rows)
-        if dataset.shape[0] < end:
+        if staging.extent < end:
             dataset.resize(end, axis=0)
+            staging.extent = end
         buffer = staging.buffer
         self.counters.bytes_raw += rows * leaf.row_bytes
-        if self.compressor is not None and not leaf.is_string:
-            if not full:
-                buffer[rows:] = 0
-            frame = self.compressor.frame(
-                buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer
-            )
-            dataset.id.write_direct_chunk((first,) + (0,) * len(leaf.shape), frame, 0)
-            self.counters.bytes_written += len(frame)
-        else:
+        if self.compressor is None or leaf.is_string:
             dataset[first : first + rows] = buffer[:rows]
             self.counters.bytes_written += rows * leaf.row_bytes
+            return
+        if not full:
+            buffer[rows:] = 0
+        data = buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer
+        offset = (first,) + (0,) * len(leaf.shape)
+        if not staging.raw_left:
+            frame = self.compressor.frame(data)
+            if len(frame) < RAW_ABOVE * data.nbytes:
+                dataset.id.write_direct_chunk(offset, frame, 0)
+                self.counters.bytes_written += len(frame)
+                return
+            staging.raw_left = RAW_CHUNKS
+        # Noisy camera frames hardly compress: store such chunks as they are, with the
+        # filter marked as skipped (mask bit 0), and try compressing again now and then.
+        staging.raw_left -= 1
+        dataset.id.write_direct_chunk(offset, data.reshape(-1).view(np.uint8), 1)
+        self.counters.bytes_written += data.nbytes
 
     def _check_space(self, rows: int) -> None:
         free = shutil.disk_usage(self._directory).free
@@ -471,9 +485,10 @@ class Writer(threading.Thread):
             if staging.dirty and staging.rows:
                 self._write_chunk(leaf, staging)
                 staging.dirty = False
-        for dataset in self.datasets.values():
-            if dataset.shape[0] < rows:
-                dataset.resize(rows, axis=0)
+        for leaf, staging in zip(self.leaves, self.staging, strict=True):
+            if staging.extent < rows:
+                self.datasets[leaf.index].resize(rows, axis=0)
+                staging.extent = rows
         self.file.flush()
         self.counters.rows_committed = rows
         self.counters.commits += 1
