@@ -124,6 +124,7 @@ _floor_p50_us: dict[int, float] = {}
 LATENCY_CASES = [
     ("copy-floor", 1000, "sleep+spin"),
     ("h5recorder", 500, "sleep+spin"),
+    ("h5recorder+png", 500, "sleep+spin"),
     ("h5recorder", 1000, "sleep+spin"),
     ("h5recorder", 500, "spin"),
 ]
@@ -141,7 +142,10 @@ def test_record_latency(
     seconds = request.config.getoption("--pace-seconds")
     warm_up = int(rate * WARM_UP_SECONDS)
     count = warm_up + int(rate * seconds)
-    recorder = Recorder("latency", out_dir=str(tmp_path), **seed.spaces())
+    # "+png": every frame also becomes a PNG in the worker processes
+    keys = ["image"] if subject.endswith("+png") else []
+    recorder = Recorder("latency", out_dir=str(tmp_path), image_keys_to_save=keys,
+                        **seed.spaces())
     recorder.wait_ready(timeout=120)
     target: Recorder | CopyFloor = recorder
     if subject == "copy-floor":
@@ -262,7 +266,8 @@ def _record_all(writer: Recorder | NaiveWriter, steps: list[dict[str, Any]], cou
 
 
 @pytest.mark.parametrize(
-    "writer", ["naive-h5py", "h5recorder-blosc2", "h5recorder-uncompressed"]
+    "writer",
+    ["naive-h5py", "h5recorder-blosc2", "h5recorder-uncompressed", "h5recorder-blosc2+png"],
 )
 def test_end_to_end(
     benchmark: Any, seed: Workload, tmp_path: Path, request: pytest.FixtureRequest, writer: str
@@ -280,9 +285,10 @@ def test_end_to_end(
             instance = NaiveWriter(folder / "naive.h5", seed)
             made.append(folder / "naive.h5")
         else:
-            compression = "blosc2" if writer == "h5recorder-blosc2" else None
+            compression = "blosc2" if "blosc2" in writer else None
+            keys = ["image"] if writer.endswith("+png") else []  # "+png": close() waits for all
             instance = Recorder("e2e", out_dir=str(folder), compression=compression,
-                                **seed.spaces())
+                                image_keys_to_save=keys, **seed.spaces())
             instance.wait_ready(timeout=120)
             made.append(instance.filename)
         return (instance, seed.bank, count), {}

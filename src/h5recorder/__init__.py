@@ -5,7 +5,6 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
     from h5recorder import Recorder
 """
 
-
 from ._recorder import Options, Recorder, copy_and_delete_old
 from ._schema import create_dataset_for_space_dict
 from ._version import __version__

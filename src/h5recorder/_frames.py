@@ -113,8 +113,9 @@ def check_image(name: str, shape: Sequence[int], dtype: Any) -> str:
     try:
         kind = np.dtype(dtype)
     except TypeError as error:
-        raise SchemaError(f"{name}: cannot save as PNG: expected {_ACCEPTED}, "
-                          f"got dtype {dtype!r}") from error
+        raise SchemaError(
+            f"{name}: cannot save as PNG: expected {_ACCEPTED}, got dtype {dtype!r}"
+        ) from error
     mode = None
     if len(dims) in (2, 3) and min(dims) > 0:
         gray = len(dims) == 2 or dims[2] == 1
@@ -124,13 +125,13 @@ def check_image(name: str, shape: Sequence[int], dtype: Any) -> str:
             mode = "I;16"
     if mode is None:
         seen = "x".join(map(str, dims)) if dims else "a scalar"
-        raise SchemaError(f"{name}: cannot save as PNG: expected {_ACCEPTED}, "
-                          f"got {seen} {kind}")
+        raise SchemaError(f"{name}: cannot save as PNG: expected {_ACCEPTED}, got {seen} {kind}")
     return mode
 
 
-def frame_dirs(frames_dir: str | os.PathLike[str], names: Sequence[str],
-               create: bool = True) -> dict[str, Path]:
+def frame_dirs(
+    frames_dir: str | os.PathLike[str], names: Sequence[str], create: bool = True
+) -> dict[str, Path]:
     """The folder of each saved leaf's PNG files (created unless ``create`` is false).
 
     One leaf: ``frames_dir`` itself. Several: ``frames_dir/<name>``, where a name such as
@@ -168,15 +169,20 @@ def _resolve_encoder(encoder: str) -> str:
         raise ValueError(f"encoder: expected one of {ENCODERS}, got {encoder!r}")
     has_imagecodecs = importlib.util.find_spec("imagecodecs") is not None
     if encoder == "imagecodecs" and not has_imagecodecs:
-        raise ValueError("encoder='imagecodecs' needs the imagecodecs package: "
-                         "pip install imagecodecs")
+        raise ValueError(
+            "encoder='imagecodecs' needs the imagecodecs package: pip install imagecodecs"
+        )
     if encoder == "auto":
         return "imagecodecs" if has_imagecodecs else "pillow"
     return encoder
 
 
-def encode_png(frame: np.ndarray[Any, Any], path: str | os.PathLike[str],
-               compress_level: int = 1, encoder: str = "auto") -> int:
+def encode_png(
+    frame: np.ndarray[Any, Any],
+    path: str | os.PathLike[str],
+    compress_level: int = 1,
+    encoder: str = "auto",
+) -> int:
     """Write one frame as a PNG file, through ``<path>.part`` and a rename; return its size.
 
     ``frame`` is any array :func:`check_image` accepts; the file decodes to exactly it (a
@@ -200,8 +206,9 @@ def _write_png(frame: np.ndarray[Any, Any], path: str, compress_level: int, enco
         import imagecodecs
 
         try:
-            data = imagecodecs.png_encode(frame, level=compress_level, strategy=_Z_RLE,
-                                          filter=_PNG_FILTER_SUB)
+            data = imagecodecs.png_encode(
+                frame, level=compress_level, strategy=_Z_RLE, filter=_PNG_FILTER_SUB
+            )
         except TypeError:  # a release from before those options: slower, same pixels
             data = imagecodecs.png_encode(frame, level=compress_level)
         with open(part, "wb") as file:
@@ -213,8 +220,9 @@ def _write_png(frame: np.ndarray[Any, Any], path: str, compress_level: int, enco
         with open(part, "wb") as file:
             # Pillow tries all five PNG filters on every row; the zlib strategy is all it lets
             # us choose
-            Image.fromarray(frame).save(file, format="PNG", compress_level=compress_level,
-                                        compress_type=_Z_RLE)
+            Image.fromarray(frame).save(
+                file, format="PNG", compress_level=compress_level, compress_type=_Z_RLE
+            )
             size = file.tell()
     os.replace(part, path)
     return size
@@ -306,8 +314,9 @@ class _Columns:
                 self._drop(file)
 
     @staticmethod
-    def _map(file: str, shape: tuple[int, ...],
-             dtype: np.dtype[Any]) -> tuple[int, mmap.mmap, np.ndarray[Any, Any]]:
+    def _map(
+        file: str, shape: tuple[int, ...], dtype: np.dtype[Any]
+    ) -> tuple[int, mmap.mmap, np.ndarray[Any, Any]]:
         fd = os.open(file, os.O_RDONLY)
         try:
             need = math.prod(shape) * dtype.itemsize
@@ -449,8 +458,15 @@ class FramePool:
     the workers; errors are raised by :meth:`check`, never by the methods that run the pool.
     """
 
-    def __init__(self, workers: int | None = None, compress_level: int = 1, *,
-                 encoder: str = "auto", batch_size: int = 16, max_attempts: int = 3) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        compress_level: int = 1,
+        *,
+        encoder: str = "auto",
+        batch_size: int = 16,
+        max_attempts: int = 3,
+    ) -> None:
         if workers is None:
             workers = default_workers()
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -469,8 +485,9 @@ class FramePool:
         from ._ring import SHM_DIR, SHM_PREFIX  # not at the top: workers never need the ring
 
         self._shm_dir = SHM_DIR
-        self._transient_dir = SHM_DIR if SHM_DIR.is_dir() else Path(
-            os.environ.get("TMPDIR", "/tmp"))
+        self._transient_dir = (
+            SHM_DIR if SHM_DIR.is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+        )
         self._transient_prefix = f"{SHM_PREFIX}{os.getpid()}_png{secrets.token_hex(4)}_"
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -500,8 +517,9 @@ class FramePool:
             os.close(self._wake_w)
             self._wake_w = -1
             raise
-        self._thread = threading.Thread(target=self._dispatch, name="h5recorder-frames",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._dispatch, name="h5recorder-frames", daemon=True
+        )
         self._thread.start()
         _open_pools.add(self)
 
@@ -517,16 +535,18 @@ class FramePool:
         """
         batch: list[tuple[int, str, FrameSource, int]] = []
         for step, given, slot, path in jobs:
-            source = FrameSource(str(given.segment), tuple(int(n) for n in given.shape),
-                                 np.dtype(given.dtype).str)
+            source = FrameSource(
+                str(given.segment), tuple(int(n) for n in given.shape), np.dtype(given.dtype).str
+            )
             if source not in self._sources:
                 check_image(source.segment, source.shape[1:], source.dtype)
                 if "/" in source.segment or source.segment in ("", ".", ".."):
                     raise ValueError(f"{source.segment!r} is not a segment name")
                 self._sources.add(source)
             if not 0 <= slot < source.shape[0]:
-                raise ValueError(f"{path}: slot {slot} outside the {source.shape[0]} slots of "
-                                 f"{source.segment}")
+                raise ValueError(
+                    f"{path}: slot {slot} outside the {source.shape[0]} slots of {source.segment}"
+                )
             batch.append((int(step), os.fspath(path), source, int(slot)))
         if not batch:
             return 0
@@ -535,13 +555,21 @@ class FramePool:
             last = self._last_step
             for step, _, _, _ in batch:
                 if step < last:
-                    raise ValueError(f"step {step} submitted after step {last}: steps must "
-                                     "not go down")
+                    raise ValueError(
+                        f"step {step} submitted after step {last}: steps must not go down"
+                    )
                 last = step
             for step, path, source, slot in batch:
                 self._ids += 1
-                task: _Task = (self._ids, os.fspath(self._shm_dir / source.segment),
-                               source.shape, source.dtype, slot, path, False)
+                task: _Task = (
+                    self._ids,
+                    os.fspath(self._shm_dir / source.segment),
+                    source.shape,
+                    source.dtype,
+                    slot,
+                    path,
+                    False,
+                )
                 self._jobs[self._ids] = _Job(step, path, task)
                 self._queue.append(self._ids)
                 self._open_steps[step] = self._open_steps.get(step, 0) + 1
@@ -605,8 +633,7 @@ class FramePool:
             self._changed.notify_all()
         return taken
 
-    def encode_from_array(self, array: np.ndarray[Any, Any],
-                          path: str | os.PathLike[str]) -> None:
+    def encode_from_array(self, array: np.ndarray[Any, Any], path: str | os.PathLike[str]) -> None:
         """Queue one frame that is no longer in the ring (read back from the file, say).
 
         The frame is copied now, to a file in ``/dev/shm`` that the worker reads and the pool
@@ -716,11 +743,20 @@ class FramePool:
         parent, child = Pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, str(child.fileno()),
-                 str(self.compress_level), self.encoder, os.path.dirname(__file__),
-                 json.dumps([os.fspath(entry) for entry in sys.path])],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOTSTRAP,
+                    str(child.fileno()),
+                    str(self.compress_level),
+                    self.encoder,
+                    os.path.dirname(__file__),
+                    json.dumps([os.fspath(entry) for entry in sys.path]),
+                ],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
         except BaseException:
             parent.close()
             raise
@@ -847,8 +883,9 @@ class FramePool:
             low = next(iter(self._open_steps), self._last_step + 1)
             self._done_below = max(self._done_below, low)
 
-    def _fail(self, job_id: int, reason: str, cause: BaseException | None = None,
-              text: str | None = None) -> None:
+    def _fail(
+        self, job_id: int, reason: str, cause: BaseException | None = None, text: str | None = None
+    ) -> None:
         job = self._jobs[job_id]
         error = FrameError(job.path, job.step, reason)
         error.__cause__ = cause

@@ -28,7 +28,16 @@ from gymnasium import spaces
 
 from ._frames import FramePool, FrameSource, check_image, frame_dirs
 from ._ring import Ring, capacity_for, sweep_stale_segments
-from ._schema import Leaf, Plan, create_layout, dataset_options, infer_space, jsonable, to_mapping
+from ._schema import (
+    ROOTS,
+    Leaf,
+    Plan,
+    create_layout,
+    dataset_options,
+    infer_space,
+    jsonable,
+    to_mapping,
+)
 from ._stats import LeafStats
 from ._version import __version__
 from ._writer import Counters, Status, Writer
@@ -36,7 +45,6 @@ from .errors import ClosedError, RecorderError, SchemaError, WriterError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
 
-ROOTS = ("observation", "action", "state", "supervision")
 
 _open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
@@ -501,19 +509,7 @@ class Recorder:
         if writer.frames is not None:
             writer.frames.check()
         plan = self._plan
-        steps = {
-            "observation": observation,
-            "action": action,
-            "state": state,
-            "supervision": supervision,
-        }
-        for name, value in steps.items():
-            if value is not None and name not in plan.roots:
-                raise SchemaError(
-                    f"{name}: this root was neither declared nor present in the first step; "
-                    "declare its space when creating the recorder"
-                )
-        missing = plan.collect(steps, self.options.strict)
+        missing = plan.collect((observation, action, state, supervision), self.options.strict)
         ring = self._ring
         assert ring is not None
         if ring.head - ring.tail >= ring.capacity and not self._make_room(ring, writer):

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 MISSING: Any = object()
+ROOTS = ("observation", "action", "state", "supervision")
 STRING_DTYPE = h5py.string_dtype("utf-8")
 TEXT_MAX_LENGTH = 1000
 STRING_CHUNK_ROWS = 1024
@@ -74,10 +75,12 @@ class Leaf:
     index: int = 0
     chunk_rows: int = 1
     name: str = field(init=False)
+    plain: bool = field(init=False)
     fill: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = "/".join(self.path)
+        self.plain = self.kind == "box"  # no check beyond shape and dtype
         self.fill = "" if self.is_string else np.zeros(self.shape, self.dtype)
         if self.kind == "discrete":
             self._low = int(self.space.start)  # type: ignore[attr-defined]
@@ -275,6 +278,10 @@ class Plan:
         for name, space in root_spaces.items():
             self.roots[name] = self._node((name,), space)
         self.values: list[Any] = [None] * len(self.leaves)
+        self.slots = tuple(self.roots.get(name) for name in ROOTS)
+        self.order = [
+            (ROOTS.index(name), node) for name, node in self.roots.items() if name in ROOTS
+        ]
         self._warned: set[str] = set()
 
     def _node(self, path: tuple[str, ...], space: spaces.Space[Any]) -> Group | Leaf:
@@ -286,38 +293,60 @@ class Plan:
         self.leaves.append(leaf)
         return leaf
 
-    def collect(self, roots: Mapping[str, Any], strict: bool) -> int:
-        """Check one step; leave converted values in ``self.values``; return missing count.
-
-        A missing or ``None`` value leaves the leaf's fill value.
+    def collect(self, step: tuple[Any, ...], strict: bool) -> int:
+        """Check one step (values in :data:`ROOTS` order); leave converted values in
+        ``self.values``; return how many leaves were missing (they hold their fill value).
         """
+        for position, value in enumerate(step):
+            if value is not None and self.slots[position] is None:
+                raise SchemaError(
+                    f"{ROOTS[position]}: this root was neither declared nor present in the "
+                    "first step; declare its space when creating the recorder"
+                )
         missing = 0
-        for name, node in self.roots.items():
-            missing += self._collect(node, roots.get(name), strict)
+        for position, node in self.order:
+            missing += self._collect(node, step[position], strict)
         return missing
 
     def _collect(self, node: Group | Leaf, value: Any, strict: bool) -> int:
+        values = self.values
         if type(node) is Leaf:
             if value is None or value is MISSING:
-                self.values[node.index] = node.fill
+                values[node.index] = node.fill
                 return 1
-            self.values[node.index] = node.coerce(value)
+            values[node.index] = node.coerce(value)
             return 0
         assert isinstance(node, Group)
         if value is None:
             return sum(self._collect(child, None, strict) for child in node.children.values())
-        mapping = to_mapping(value)
+        mapping = value if type(value) is dict else to_mapping(value)
         if mapping is None:
             raise StepTypeError(
                 "/".join(node.path), "a dict or an object with .dict()", _describe(value)
             )
         missing = 0
         found = 0
+        get = mapping.get
         for key, child in node.children.items():
-            item = mapping.get(key, MISSING)
-            if item is not MISSING:
-                found += 1
-            missing += self._collect(child, item, strict)
+            item = get(key, MISSING)
+            if item is MISSING or item is None:
+                missing += self._collect(child, None, strict)
+                found += item is None
+                continue
+            found += 1
+            if type(child) is Leaf:
+                # the common case inline: an array of exactly the leaf's shape and dtype
+                if (
+                    child.plain
+                    and type(item) is np.ndarray
+                    and item.dtype is child.dtype
+                    and item.shape == child.shape
+                ):
+                    values[child.index] = item
+                else:
+                    values[child.index] = child.coerce(item)
+            else:
+                missing += self._collect(child, item, strict)
         if found != len(mapping):
             self._unknown(node, mapping, strict)
         return missing
