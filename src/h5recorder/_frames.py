@@ -665,6 +665,11 @@ class FramePool:
             self._counts["from_array"] += 1
             self._wake()
 
+    @property
+    def has_errors(self) -> bool:
+        """Whether :meth:`check` would raise (a cheap look, without the lock)."""
+        return bool(self._errors)
+
     def check(self) -> None:
         """Raise the oldest :class:`FrameError` not raised yet, if any (the rest wait)."""
         with self._lock:

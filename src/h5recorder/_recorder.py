@@ -223,6 +223,7 @@ class Recorder:
         **options: Any,
     ) -> None:
         self.options = Options(**options)
+        self.strict = self.options.strict
         self.name = name
         self.out_dir = out_dir
         self.image_keys_to_save = (
@@ -506,28 +507,31 @@ class Recorder:
             writer = self._first_step(observation, action, state, supervision)
         if writer.error is not None:
             writer.raise_error()
-        if writer.frames is not None:
-            writer.frames.check()
+        frames = writer.frames
+        if frames is not None and frames.has_errors:
+            frames.check()
         plan = self._plan
-        missing = plan.collect((observation, action, state, supervision), self.options.strict)
+        missing = plan.collect((observation, action, state, supervision), self.strict)
         ring = self._ring
         assert ring is not None
-        if ring.head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
+        head = ring.head
+        if head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
             return
-        slot = ring.head % ring.capacity
+        slot = head % ring.capacity
         for column, rows, value in zip(ring.columns, ring.byte_rows, plan.values, strict=True):
-            if rows is not None and value.dtype == column.dtype and value.flags.c_contiguous:
+            if rows is not None and value.dtype is column.dtype and value.flags.c_contiguous:
                 view, size = rows
-                view[slot * size : slot * size + size] = value.data.cast("B")
+                start = slot * size
+                view[start : start + size] = value.data.cast("B")
             else:
                 column[slot] = value
         ring.stamps[slot] = time.perf_counter_ns()
-        ring.head += 1
+        ring.head = head = head + 1
         counters = self._counters
         counters.steps += 1
         counters.missing_values += missing
         self.index += 1
-        if ring.head - ring.tail >= self._wake_at:
+        if head - ring.tail >= self._wake_at:
             writer.wake.set()
 
     def _first_step(self, *values: Any) -> Writer:
