@@ -137,3 +137,18 @@ def test_interpreter_exit_without_close_keeps_every_step(tmp_path, crash_frames)
     assert check_rows(tmp_path / "crash.h5", crash_frames) == 321
     with h5py.File(tmp_path / "crash.h5", "r") as file:
         assert file["observation/image"].shape[0] == 321
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_close_cleanly(tmp_path, crash_frames, sig):
+    child = start_child(tmp_path, close="no")
+    assert child.stdout is not None
+    time.sleep(0.8)
+    child.send_signal(sig)
+    out, _ = child.communicate(timeout=60)
+    printed = [int(line) for line in out.split() if line.isdigit()]
+    size = check_rows(tmp_path / "crash.h5", crash_frames)
+    assert size >= max(printed), "every step accepted before the signal is on disk"
+    with h5py.File(tmp_path / "crash.h5", "r") as file:
+        assert file["observation/image"].shape[0] == size, "closed: exactly size rows"
+    assert {f"{i}.png" for i in range(size)} <= set(os.listdir(tmp_path / "crash_frames"))

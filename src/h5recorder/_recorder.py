@@ -12,7 +12,9 @@ import atexit
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -58,6 +60,22 @@ def _close_open_recorders() -> None:
             warnings.warn(
                 f"h5recorder: closing {recorder.filename} at exit failed: {error!r}", stacklevel=1
             )
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _close_on_sigterm() -> None:
+    """Make SIGTERM end the program through ``SystemExit``, so exit hooks close recorders.
+
+    Python's default for SIGTERM ends the process at once, losing what was not committed.
+    Only done from the main thread, and only while SIGTERM has its default disposition.
+    """
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def copy_and_delete_old(filename: str | Path) -> Path:
@@ -248,6 +266,7 @@ class Recorder:
         self._frame_steps = 0  # steps the PNG pool has seen, over every episode
         self.missing_frames: list[str] = []
         sweep_stale_segments()
+        _close_on_sigterm()
         self._open()
         self.configure_root_spaces(
             observation=observation_space,
