@@ -412,3 +412,26 @@ def test_save_stats_agree_with_numpy_on_the_whole_data(tmp_path, frames, dtype):
     with h5py.File(recorder.filename, "r") as file:
         np.testing.assert_allclose(file["observation/x"].attrs["stats_mean"], wide.mean(axis=axis))
         assert "stats" not in file, "statistics never add a root group"
+
+
+def test_a_second_recorder_on_the_same_file_is_refused(tmp_path, frames):
+    first = Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
+    first.record(good_step(frames, 0))
+    with pytest.raises(RecorderError, match="same.h5 is being recorded by"):
+        Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
+    first.record(good_step(frames, 1))
+    first.close()
+    with h5py.File(first.filename, "r") as file:
+        assert file.attrs["size"] == 2
+    OTHER = (
+        "import sys; from h5recorder import Recorder, RecorderError\n"
+        "try:\n    Recorder('same', out_dir=sys.argv[1])\n"
+        "except RecorderError as error:\n    print('refused:', error)\n"
+    )
+    held = Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
+    try:
+        result = subprocess.run([sys.executable, "-c", OTHER, str(tmp_path)],
+                                capture_output=True, text=True, timeout=60, check=True)
+        assert "refused:" in result.stdout and "another process" in result.stdout
+    finally:
+        held.close()

@@ -295,7 +295,23 @@ class Recorder:
         _open_recorders.add(self)
 
     def _move_aside(self) -> None:
-        """Move the file (and its frames, if any) aside, keeping them together."""
+        """Move the file (and its frames, if any) aside, keeping them together.
+
+        Refused while another recorder, in this process or another, is writing that file.
+        """
+        target = self.filename.resolve()
+        for other in list(_open_recorders):
+            if other is not self and other.filename.resolve() == target:
+                raise RecorderError(f"{self.filename} is being recorded by {other!r}; "
+                                    "use another name or close that recorder first")
+        try:
+            h5py.File(self.filename, "r").close()
+        except OSError as error:
+            if "unable to lock file" in str(error):
+                raise RecorderError(
+                    f"{self.filename} is open for writing in another process; "
+                    "use another name or stop that recorder first"
+                ) from error
         moved = copy_and_delete_old(self.filename)
         if self.frames_dir.is_dir() and any(self.frames_dir.iterdir()):
             shutil.move(self.frames_dir, moved.with_name(moved.stem + "_frames"))
