@@ -417,7 +417,7 @@ def test_save_stats_agree_with_numpy_on_the_whole_data(tmp_path, frames, dtype):
 def test_a_second_recorder_on_the_same_file_is_refused(tmp_path, frames):
     first = Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
     first.record(good_step(frames, 0))
-    with pytest.raises(RecorderError, match="same.h5 is being recorded by"):
+    with pytest.raises(RecorderError, match=r"same\.h5 is being recorded by"):
         Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
     first.record(good_step(frames, 1))
     first.close()
