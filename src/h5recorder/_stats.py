@@ -20,6 +20,17 @@ from ._schema import Leaf
 __all__ = ["LeafStats"]
 
 
+def _exact_moments(
+    count: int, sums: np.ndarray[Any, Any], squares: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Mean and sum of squared deviations from exact integer sums (Python ints: no overflow,
+    no cancellation), rounded once to float64."""
+    pairs = [(int(total), int(square)) for total, square in zip(sums, squares, strict=True)]
+    mean = np.array([total / count for total, _ in pairs])
+    m2 = np.array([(count * square - total * total) / count for total, square in pairs])
+    return mean, m2
+
+
 class LeafStats:
     """Totals of one leaf; the arrays are handed to the kernels and updated in place."""
 
@@ -102,12 +113,7 @@ class LeafStats:
                 self._high,
             )
             elements = rows * self.per_row
-            block_mean = np.empty(self.width)
-            block_m2 = np.empty(self.width)
-            for k in range(self.width):
-                total, square = int(self._sums[k]), int(self._squares[k])
-                block_mean[k] = total / elements
-                block_m2[k] = (elements * square - total * total) / elements  # exact integers
+            block_mean, block_m2 = _exact_moments(elements, self._sums, self._squares)
             self.merge(elements, block_mean, block_m2, self._low, self._high)
             slot = (slot + rows) % capacity
             out_row += rows
@@ -126,15 +132,8 @@ class LeafStats:
         block = out[out_row : out_row + count].reshape(-1, self.width)
         if self.exact:
             wide = block.astype(np.int64)
-            sums = [int(v) for v in wide.sum(axis=0)]
-            squares = [int(v) for v in (wide * wide).sum(axis=0)]
-            elements = block.shape[0]
-            block_mean = np.array([total / elements for total in sums])
-            block_m2 = np.array(
-                [
-                    (elements * sq - total * total) / elements
-                    for total, sq in zip(sums, squares, strict=True)
-                ]
+            block_mean, block_m2 = _exact_moments(
+                block.shape[0], wide.sum(axis=0), (wide * wide).sum(axis=0)
             )
         else:
             wide = block.astype(np.float64)
