@@ -542,8 +542,9 @@ def test_1m_small_steps_keep_memory_flat(tmp_path):
 
 @pytest.mark.slow
 def test_20k_camera_rig_steps_keep_memory_flat(tmp_path):
-    # three 120x160 RGB cameras, a 120x160 depth image and 30 joints (a quarter of the rig
-    # workload's 640x480 frames, so that 20,000 steps fit in minutes on two cores)
+    # three 120x160 RGB cameras, a 120x160 depth image and 30 joints, cam0 saved as PNG:
+    # the rig workload at a quarter of its 480x640 height and width, so that 20,000 steps
+    # fit in a minute on two cores
     check_long_run(tmp_path, "rig", 20_000, 64 << 20, timeout=900)
 
 
