@@ -12,7 +12,16 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the Blosc2 filter, so blosc2 chunks read back
 import numpy as np
 
-from h5recorder.workloads import Workload
+from h5recorder.workloads import Workload, workload
+
+_workloads: dict[str, Workload] = {}
+
+
+def load_workload(name: str) -> Workload:
+    """The workload called ``name``, made once per session (the rig's bank takes seconds)."""
+    if name not in _workloads:
+        _workloads[name] = workload(name)
+    return _workloads[name]
 
 
 def percentiles_us(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
@@ -44,3 +53,24 @@ def check_file(path: Path, workload: Workload, steps: int) -> None:
         last = bank[(steps - 1) % len(bank)]
         assert np.array_equal(images[steps - 1], last["observation"]["image"])
         assert int(file["action/gripper_action"][steps - 1]) == last["action"]["gripper_action"]
+
+
+def check_steps(path: Path, workload: Workload, steps: int) -> None:
+    """``size`` is ``steps``, and every array leaf's first and last rows are the ones recorded.
+
+    Works on any mbodied-layout file (h5recorder's, mbodied's, the naive writer's).
+    """
+    first, last = workload.bank[0], workload.bank[(steps - 1) % len(workload.bank)]
+
+    def walk(group: h5py.Group, values: dict[str, Any], row: int) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                walk(group[key], value, row)
+            elif isinstance(value, np.ndarray):
+                assert np.array_equal(group[key][row], value), f"{group.name}/{key}[{row}]"
+
+    with h5py.File(path, "r") as file:
+        assert int(file.attrs["size"]) == steps
+        for values, row in ((first, 0), (last, steps - 1)):
+            for root, leaves in values.items():
+                walk(file[root], leaves, row)

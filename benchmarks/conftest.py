@@ -9,8 +9,9 @@ noisy machine, compare figures measured side by side in one run, as ratios.
 from __future__ import annotations
 
 import pytest
+from bench_support import load_workload
 
-from h5recorder.workloads import Workload, workload
+from h5recorder.workloads import Workload
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -21,9 +22,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="steps per end-to-end round (default 2000)")
     group.addoption("--e2e-rounds", type=int, default=2,
                     help="rounds per end-to-end case (default 2)")
+    group.addoption("--case-seconds", type=float, default=2.0,
+                    help="seconds per case of the three-workload head-to-head (default 2)")
 
 
 @pytest.fixture(scope="session")
 def seed() -> Workload:
     """One 224x224x3 photo frame with noise, an instruction and small vectors per step."""
-    return workload("seed")
+    return load_workload("seed")

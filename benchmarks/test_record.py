@@ -39,13 +39,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 from bench_support import check_file, percentiles_us, report
-from gymnasium import spaces
 
 from h5recorder import Recorder
+from h5recorder._bench import NaiveWriter
 from h5recorder.workloads import Workload
 
 WARM_UP_SECONDS = 0.5
@@ -211,51 +210,6 @@ def test_record_latency(
 
 
 # -- end to end -------------------------------------------------------------------------------
-
-
-class NaiveWriter:
-    """Writes each step as it comes, as the reference mbodied Recorder does.
-
-    Every leaf is a dataset of one-row chunks, uncompressed, ``maxshape=(None, ...)``. Each
-    step looks every dataset up by name, grows it by one row, writes the row, and sets the
-    file's ``size`` attribute.
-    """
-
-    def __init__(self, path: Path, workload: Workload) -> None:
-        self.file = h5py.File(path, "w")
-        self.file.attrs["size"] = 0
-        self.index = 0
-        for name, space in workload.spaces().items():
-            if space is not None:
-                self._create(self.file.create_group(name.removesuffix("_space")), space)
-
-    def _create(self, group: h5py.Group, space: spaces.Dict) -> None:
-        for key, sub in space.spaces.items():
-            if isinstance(sub, spaces.Dict):
-                self._create(group.create_group(key), sub)
-                continue
-            shape = tuple(sub.shape or ())
-            dtype = h5py.string_dtype() if isinstance(sub, spaces.Text) else sub.dtype
-            group.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape),
-                                 chunks=(1, *shape), dtype=dtype)
-
-    def _write(self, group: h5py.Group, values: Mapping[str, Any]) -> None:
-        for key, value in values.items():
-            node = group[key]
-            if isinstance(node, h5py.Group):
-                self._write(node, value)
-                continue
-            node.resize(self.index + 1, axis=0)
-            node[self.index] = value
-
-    def record(self, **roots: Mapping[str, Any]) -> None:
-        for name, values in roots.items():
-            self._write(self.file[name], values)
-        self.index += 1
-        self.file.attrs["size"] = self.index
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def _record_all(writer: Recorder | NaiveWriter, steps: list[dict[str, Any]], count: int) -> None:

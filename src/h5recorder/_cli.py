@@ -97,6 +97,26 @@ def _recover(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    rows = _bench.head_to_head(
+        tuple(args.workload or ["seed"]),
+        seconds=args.seconds,
+        latency_seconds=args.latency_seconds,
+        png=not args.no_png,
+        out_dir=args.out_dir,
+        progress=say,
+    )
+    if _bench.mbodied_recorder() is None:
+        say("mbodied is not importable here: no mbodied rows (pip install mbodied==1.5.1)")
+    print(_bench.markdown_table(rows) if args.markdown else _bench.text_table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="h5recorder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     mend = sub.add_parser("recover", help="make a file left by a killed recorder consistent")
     mend.add_argument("paths", nargs="+", type=Path)
     mend.set_defaults(run=_recover)
+    bench = sub.add_parser(
+        "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
+    )
+    bench.add_argument("--workload", choices=WORKLOADS, action="append",
+                       help="a workload to run (repeatable; default: seed)")
+    bench.add_argument("--seconds", type=float, default=2.0,
+                       help="seconds of flat-out recording per case (default 2)")
+    bench.add_argument("--latency-seconds", type=float, default=2.0,
+                       help="seconds of paced recording per latency case (default 2)")
+    bench.add_argument("--no-png", action="store_true", help="HDF5 only, no PNG cases")
+    bench.add_argument("--markdown", action="store_true",
+                       help="a markdown table headed by machine, date and versions")
+    bench.add_argument("--out-dir", default=None, help="folder for the temporary files")
+    bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return int(args.run(args))
 
