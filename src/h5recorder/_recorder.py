@@ -242,6 +242,7 @@ class Recorder:
     ) -> None:
         self.options = Options(**options)
         self.strict = self.options.strict
+        self._recording = threading.Lock()
         self.name = name
         self.out_dir = out_dir
         self.image_keys_to_save = (
@@ -537,6 +538,10 @@ class Recorder:
         The step reaches the file at the next commit (at most ``commit_interval`` seconds
         later) and for certain at ``close()``.
         """
+        with self._recording:  # steps from several threads are taken one at a time
+            self._record(observation, action, state, supervision)
+
+    def _record(self, observation: Any, action: Any, state: Any, supervision: Any) -> None:
         writer = self._writer
         if writer is None or self.index == 0:
             writer = self._first_step(observation, action, state, supervision)

@@ -127,6 +127,17 @@ class LeafStats:
         out: np.ndarray[Any, Any],
         out_row: int,
     ) -> None:
+        with np.errstate(all="ignore"):  # inf and nan are recorded as they are
+            self._fold_numpy_block(ring, slot, count, out, out_row)
+
+    def _fold_numpy_block(
+        self,
+        ring: np.ndarray[Any, Any],
+        slot: int,
+        count: int,
+        out: np.ndarray[Any, Any],
+        out_row: int,
+    ) -> None:
         index = (slot + np.arange(count)) % ring.shape[0]
         out[out_row : out_row + count] = ring[index]
         block = out[out_row : out_row + count].reshape(-1, self.width)

@@ -156,6 +156,15 @@ def _merge_intervals_numpy(
     return int(gaps.max())
 
 
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 class _Staging:
     """The chunk a leaf is filling: a buffer, how many rows it holds, which chunk it is."""
 
@@ -225,6 +234,8 @@ class Writer(threading.Thread):
         self.commit_interval = commit_interval
         self.min_free_bytes = min_free_bytes
         self.staging = [_Staging(leaf) for leaf in leaves]
+        # a commit may write the partly filled chunk of every leaf again
+        self._tail_bytes = sum(leaf.chunk_rows * leaf.row_bytes for leaf in leaves)
         self.frames = frames
         self.frame_targets = frame_targets or []
         self.step_base = step_base  # the pool's step numbers keep growing across episodes
@@ -465,11 +476,23 @@ class Writer(threading.Thread):
         self.counters.bytes_written += data.nbytes
 
     def _check_space(self, rows: int) -> None:
+        """Refuse to write when the disk (or the process's file-size limit) is nearly full.
+
+        HDF5 hitting ENOSPC or EFBIG mid-write leaves metadata that ``close()`` would save
+        pointing at data that is not there; stopping before keeps every commit readable.
+        """
         free = shutil.disk_usage(self._directory).free
-        needed = self.min_free_bytes + rows * sum(leaf.row_bytes for leaf in self.leaves)
+        where = f"free in {self._directory}"
+        limit = _file_size_limit()
+        if limit is not None:
+            room = limit - self.file.id.get_filesize()
+            if room < free:
+                free, where = room, "left under this process's file-size limit (RLIMIT_FSIZE)"
+        needed = self.min_free_bytes + self._tail_bytes
+        needed += rows * sum(leaf.row_bytes for leaf in self.leaves)
         if free < needed:
             raise DiskFullError(
-                f"only {free / 2**20:.1f} MiB free in {self._directory}; the recorder keeps "
+                f"only {free / 2**20:.1f} MiB {where}; the recorder keeps "
                 f"{self.min_free_bytes / 2**20:.1f} MiB free and needs "
                 f"{(needed - self.min_free_bytes) / 2**20:.1f} MiB more for the next rows. "
                 f"{self.counters.rows_committed} steps were committed and stay readable"
