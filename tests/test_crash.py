@@ -152,3 +152,33 @@ def test_sigterm_and_ctrl_c_close_cleanly(tmp_path, crash_frames, sig):
     with h5py.File(tmp_path / "crash.h5", "r") as file:
         assert file["observation/image"].shape[0] == size, "closed: exactly size rows"
     assert {f"{i}.png" for i in range(size)} <= set(os.listdir(tmp_path / "crash_frames"))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1, 0.25])
+def test_kill_9_during_close_leaves_a_readable_file(tmp_path, crash_frames, delay):
+    """close() drains the ring, writes the last chunks, commits and waits for frames: a kill
+    at any of those moments leaves the steps of the last commit readable."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.replace('print("done", flush=True)', ""), str(tmp_path),
+         "100000", "0.25", "close", "3000"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    last = 0
+    for line in child.stdout:  # the child records flat out, then calls close()
+        if line.strip().isdigit():
+            last = int(line)
+        if last >= 2976:
+            break
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    size = check_rows(tmp_path / "crash.h5", crash_frames)
+    result = subprocess.run(
+        [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],
+        capture_output=True, text=True, check=True,
+    )
+    assert f"{size} steps readable" in result.stdout
+    assert check_rows(tmp_path / "crash.h5", crash_frames) == size
