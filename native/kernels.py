@@ -18,7 +18,8 @@ def fold_rows(ring, start, count, out, out_row, width, n, mean, m2, low, high): 
     """Copy ``count`` rows of ``ring`` (2-D, wrapping) from ``start`` into ``out[out_row:]``.
 
     Element ``j`` of a row feeds statistic ``j % width``; ``n`` (1 element), ``mean``,
-    ``m2``, ``low`` and ``high`` (``width`` elements, float64) are updated in place.
+    ``m2``, ``low`` and ``high`` (``width`` elements, float64) are updated in place. An
+    ``out`` with no rows means: statistics only, no copy.
     """
     capacity, row_size = ring.shape
     if count == 0:
@@ -27,9 +28,11 @@ def fold_rows(ring, start, count, out, out_row, width, n, mean, m2, low, high): 
     block_sum = np.zeros(width)
     block_low = np.full(width, np.inf)
     block_high = np.full(width, -np.inf)
+    copy = out.shape[0] > 0
     for i in range(count):
         src = (start + i) % capacity
-        out[out_row + i, :] = ring[src, :]
+        if copy:
+            out[out_row + i, :] = ring[src, :]
         j = 0
         for _ in range(per_row):
             for k in range(width):
@@ -42,10 +45,11 @@ def fold_rows(ring, start, count, out, out_row, width, n, mean, m2, low, high): 
     block_mean = block_sum / per_stat
     block_m2 = np.zeros(width)
     for i in range(count):
+        src = (start + i) % capacity
         j = 0
         for _ in range(per_row):
             for k in range(width):
-                d = float(out[out_row + i, j]) - block_mean[k]
+                d = float(ring[src, j]) - block_mean[k]
                 j += 1
                 block_m2[k] += d * d
     _merge(n, mean, m2, low, high, per_stat, block_mean, block_m2, block_low, block_high)
@@ -76,9 +80,11 @@ def fold_small_ints(ring, start, count, out, out_row, width, sums, squares, low,
     """
     capacity, row_size = ring.shape
     per_row = row_size // width
+    copy = out.shape[0] > 0
     for i in range(count):
         src = (start + i) % capacity
-        out[out_row + i, :] = ring[src, :]
+        if copy:
+            out[out_row + i, :] = ring[src, :]
         row = ring[src]
         if width == 3:  # RGB: one pass with the three channels in registers
             _fold_rgb(row, per_row, sums, squares, low, high)

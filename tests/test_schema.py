@@ -63,14 +63,16 @@ LEAVES = {
 LEAVES["observation/nested/inner"] = ("observation", "nested", "inner")
 
 
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 1024])  # 1024: one frame per chunk
 @pytest.mark.parametrize("compression", ["blosc2", "blosc2:zstd", "gzip", "lzf", None])
-def test_every_space_type_round_trips(tmp_path, frames, compression):
+def test_every_space_type_round_trips(tmp_path, frames, compression, chunk_bytes):
     file = check_roundtrip(
         tmp_path,
         {"observation_space": ALL_SPACES},
         all_steps(frames),
         LEAVES,
         compression=compression,
+        chunk_bytes=chunk_bytes,
     )
     file.close()
 

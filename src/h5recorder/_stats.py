@@ -73,7 +73,7 @@ class LeafStats:
     ) -> None:
         """Copy ``count`` ring rows (2-D views) into ``out`` and add them to the totals.
 
-        Until the kernels are compiled (``compiled=False``), numpy does the same work.
+        An ``out`` with no rows: statistics only. Until the kernels are compiled (``compiled=False``), numpy does the same work.
         """
         if not compiled or self.leaf.dtype == np.float16:  # numba has no float16 arithmetic
             self._fold_numpy(ring, slot, count, out, out_row)
@@ -139,8 +139,11 @@ class LeafStats:
         out_row: int,
     ) -> None:
         index = (slot + np.arange(count)) % ring.shape[0]
-        out[out_row : out_row + count] = ring[index]
-        block = out[out_row : out_row + count].reshape(-1, self.width)
+        if out.shape[0]:
+            out[out_row : out_row + count] = ring[index]
+            block = out[out_row : out_row + count].reshape(-1, self.width)
+        else:  # statistics only
+            block = ring[index].reshape(-1, self.width)
         if self.exact:
             wide = block.astype(np.int64)
             block_mean, block_m2 = _exact_moments(

@@ -234,6 +234,12 @@ class Writer(threading.Thread):
         self.commit_interval = commit_interval
         self.min_free_bytes = min_free_bytes
         self.staging = [_Staging(leaf) for leaf in leaves]
+        self._no_rows: dict[np.dtype[Any], np.ndarray[Any, Any]] = {
+            np.dtype(self._kernel_dtype(leaf)): np.empty(
+                (0, max(1, math.prod(leaf.shape))), self._kernel_dtype(leaf)
+            )
+            for leaf in leaves if not leaf.is_string
+        }
         # a commit may write the partly filled chunk of every leaf again
         self._tail_bytes = sum(leaf.chunk_rows * leaf.row_bytes for leaf in leaves)
         self.frames = frames
@@ -415,6 +421,20 @@ class Writer(threading.Thread):
     ) -> None:
         capacity = self.ring.capacity
         stats.rows += count
+        if leaf.chunk_rows == 1 and not leaf.is_string:
+            # A chunk is one row: write it straight from the ring, no staging copy.
+            ring2d = column.reshape(capacity, -1)
+            if leaf.dtype.kind == "b":
+                ring2d = ring2d.view(np.uint8)
+            compiled = self.ready.is_set()
+            for row in range(count):
+                here = (slot + row) % capacity
+                stats.fold(ring2d, here, 1, self._no_rows[ring2d.dtype], 0, compiled)
+                if stats.counts is not None:
+                    stats.counts[int(column[here]) - stats.offset] += 1
+                self._write_chunk(leaf, staging, column[here : here + 1])
+                staging.chunk += 1
+            return
         while count:
             take = min(leaf.chunk_rows - staging.rows, count)
             if leaf.is_string:
@@ -443,8 +463,10 @@ class Writer(threading.Thread):
                 staging.rows = 0
                 staging.dirty = False
 
-    def _write_chunk(self, leaf: Leaf, staging: _Staging) -> None:
-        rows = staging.rows
+    def _write_chunk(
+        self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None
+    ) -> None:
+        rows = staging.rows if rows_from_ring is None else len(rows_from_ring)
         first = staging.chunk * leaf.chunk_rows
         dataset = self.datasets[leaf.index]
         full = rows == leaf.chunk_rows
@@ -452,7 +474,7 @@ class Writer(threading.Thread):
         if staging.extent < end:
             dataset.resize(end, axis=0)
             staging.extent = end
-        buffer = staging.buffer
+        buffer = staging.buffer if rows_from_ring is None else rows_from_ring
         self.counters.bytes_raw += rows * leaf.row_bytes
         if self.compressor is None or leaf.is_string:
             dataset[first : first + rows] = buffer[:rows]
