@@ -73,7 +73,8 @@ class LeafStats:
     ) -> None:
         """Copy ``count`` ring rows (2-D views) into ``out`` and add them to the totals.
 
-        An ``out`` with no rows: statistics only. Until the kernels are compiled (``compiled=False``), numpy does the same work.
+        An ``out`` with no rows: statistics only. Until the kernels are compiled
+        (``compiled=False``), numpy does the same work.
         """
         if not compiled or self.leaf.dtype == np.float16:  # numba has no float16 arithmetic
             self._fold_numpy(ring, slot, count, out, out_row)
