@@ -389,7 +389,8 @@ def test_every_worker_killed_again_and_again(column: Any, tmp_path: Path) -> Non
         deadline = time.monotonic() + 10  # workers killed while idle are replaced too
         while pool.counters.restarts < len(killed) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert pool.counters.restarts == len(killed) >= 4
+        # a worker killed while its replacement was still starting counts once
+        assert 4 <= pool.counters.restarts <= len(killed)
         assert not killed & set(pool.pids)
         assert len(pool.pids) == 2
     for i in range(24):
