@@ -16,17 +16,30 @@ from .errors import RecoveryError
 from .workloads import WORKLOADS, workload
 
 
+def _pace(started: float, count: int, period: float) -> None:
+    """Wait until step ``count`` is due: sleep most of the way, spin the last 0.3 ms."""
+    target = started + count * period
+    ahead = target - time.perf_counter()
+    if ahead > 0.0005:
+        time.sleep(ahead - 0.0003)
+    while time.perf_counter() < target:
+        pass
+
+
 def _demo(args: argparse.Namespace) -> int:
     print(f"preparing the {args.workload!r} workload (real photographs, moving, with noise)...")
-    load = workload(args.workload, bank_size=32)
+    load = workload(args.workload, bank_size=16, cameras=args.cameras)
+    keys = [] if args.no_frames else load.image_keys
     period = 1.0 / args.rate if args.rate > 0 else 0.0
     latencies = np.zeros(1 << 22, np.int64)
     recorder = Recorder(
-        f"demo_{args.workload}", out_dir=args.out_dir, image_keys_to_save=[], **load.spaces()
+        f"demo_{args.workload}", out_dir=args.out_dir, image_keys_to_save=keys, **load.spaces()
     )
     if not recorder.wait_ready(timeout=0.2):
         print("compiling the kernels (first run on this machine only)...")
         recorder.wait_ready()
+    pace = f"{args.rate:g} steps/s" if period else "flat out"
+    print(f"recording {args.seconds:g} s, {pace}, PNG frames of {keys or 'no key'}")
     started = time.perf_counter()
     next_print = started + 0.5
     count = 0
@@ -43,15 +56,15 @@ def _demo(args: argparse.Namespace) -> int:
         latencies[count] = time.perf_counter_ns() - begin
         count += 1
         if period:
-            target = started + count * period
-            while time.perf_counter() < target:
-                pass
+            _pace(started, count, period)
         if tty and now >= next_print:
             status = recorder.status()
+            frames = recorder._frames
             print(
-                f"\r{now - started:5.1f} s  {count / (now - started):9.0f} steps/s  "
+                f"\r{now - started:5.1f} s  {count / (now - started):8.0f} steps/s  "
+                f"{count * load.step_bytes / (now - started) / 1e6:7.1f} MB/s  "
                 f"ring {status.ring_pending}/{status.ring_capacity}  "
-                f"committed {status.rows_committed}",
+                f"frames pending {frames.pending if frames else 0}",
                 end="",
                 flush=True,
             )
@@ -65,24 +78,31 @@ def _demo(args: argparse.Namespace) -> int:
     lat = latencies[:count] / 1000.0
     size = recorder.filename.stat().st_size
     raw = count * load.step_bytes
-    print(
-        f"recorded {count} steps of {load.step_bytes / 1e3:.1f} kB in {recorded - started:.2f} s, "
-        f"close() took {finished - recorded:.2f} s"
-    )
-    print(
-        f"  end to end      {count / (finished - started):10.0f} steps/s  "
-        f"{raw / (finished - started) / 1e6:8.1f} MB/s"
-    )
-    print(
-        f"  record() p50    {np.percentile(lat, 50):10.1f} us   p99 {np.percentile(lat, 99):.1f} us"
-        f"   max {lat.max():.1f} us"
-    )
-    print(
-        f"  waits for room  {status.waits:10d}  ({status.wait_seconds:.2f} s)"
-        f"   drops {status.drops}"
-    )
-    print(f"  file            {size / 1e6:10.1f} MB   (raw {raw / 1e6:.1f} MB)")
-    print(f"  written to      {recorder.filename.resolve()}")
+    rows = [
+        ("steps", f"{count} of {load.step_bytes / 1e6:.2f} MB in {recorded - started:.2f} s"),
+        ("close()", f"{finished - recorded:.2f} s"),
+        (
+            "end to end",
+            f"{count / (finished - started):.0f} steps/s, "
+            f"{raw / (finished - started) / 1e6:.1f} MB/s",
+        ),
+        (
+            "record()",
+            f"p50 {np.percentile(lat, 50):.1f} us, p99 {np.percentile(lat, 99):.1f} us, "
+            f"max {lat.max():.1f} us",
+        ),
+        ("waits, drops", f"{status.waits} ({status.wait_seconds:.2f} s), {status.drops}"),
+        (
+            "PNG frames",
+            f"{status.frames_written} written, {status.frames_deferred} deferred to "
+            f"close(), {status.frames_missing} missing",
+        ),
+        ("file", f"{size / 1e6:.1f} MB (raw {raw / 1e6:.1f} MB)"),
+        ("written to", str(recorder.filename.resolve())),
+        ("frames in", str(recorder.frames_dir.resolve())),
+    ]
+    for name, value in rows:
+        print(f"  {name:<13} {value}")
     return 0
 
 
@@ -121,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="h5recorder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="record a few seconds of moving frames and print figures")
-    demo.add_argument("--workload", choices=WORKLOADS, default="seed")
+    demo.add_argument("--workload", choices=WORKLOADS, default="rig")
     demo.add_argument("--seconds", type=float, default=3.0)
-    demo.add_argument("--rate", type=float, default=0.0, help="steps per second (0: flat out)")
+    demo.add_argument("--rate", type=float, default=30.0, help="steps per second (0: flat out)")
+    demo.add_argument("--cameras", type=int, default=3, help="rig cameras, 1 to 3")
+    demo.add_argument("--no-frames", action="store_true", help="HDF5 only, no PNG frames")
     demo.add_argument("--out-dir", default=str(Path("saved_datasets")))
     demo.set_defaults(run=_demo)
     mend = sub.add_parser("recover", help="make a file left by a killed recorder consistent")
@@ -132,15 +154,30 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )
-    bench.add_argument("--workload", choices=WORKLOADS, action="append",
-                       help="a workload to run (repeatable; default: seed)")
-    bench.add_argument("--seconds", type=float, default=2.0,
-                       help="seconds of flat-out recording per case (default 2)")
-    bench.add_argument("--latency-seconds", type=float, default=2.0,
-                       help="seconds of paced recording per latency case (default 2)")
+    bench.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        action="append",
+        help="a workload to run (repeatable; default: seed)",
+    )
+    bench.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="seconds of flat-out recording per case (default 2)",
+    )
+    bench.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=2.0,
+        help="seconds of paced recording per latency case (default 2)",
+    )
     bench.add_argument("--no-png", action="store_true", help="HDF5 only, no PNG cases")
-    bench.add_argument("--markdown", action="store_true",
-                       help="a markdown table headed by machine, date and versions")
+    bench.add_argument(
+        "--markdown",
+        action="store_true",
+        help="a markdown table headed by machine, date and versions",
+    )
     bench.add_argument("--out-dir", default=None, help="folder for the temporary files")
     bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)

@@ -132,8 +132,9 @@ def _vector(rng: np.random.Generator, size: int, scale: float = 1.0) -> np.ndarr
     return (rng.standard_normal(size) * scale).astype(np.float32)
 
 
-def workload(name: str, bank_size: int = 64, seed: int = 0) -> Workload:
-    """The workload called ``name`` (one of :data:`WORKLOADS`) with ``bank_size`` steps."""
+def workload(name: str, bank_size: int = 64, seed: int = 0, cameras: int = 3) -> Workload:
+    """The workload called ``name`` (one of :data:`WORKLOADS`) with ``bank_size`` steps;
+    ``cameras`` (1 to 3) sets the rig's number of colour cameras."""
     rng = np.random.default_rng(seed)
     bank: list[dict[str, Any]] = []
     box = spaces.Box
@@ -161,11 +162,13 @@ def workload(name: str, bank_size: int = 64, seed: int = 0) -> Workload:
             )
         return Workload(name, observation, action, state, bank, ["image"])
     if name == "rig":
-        cams = [photo_frames(bank_size, 480, 640, seed=seed + k) for k in range(3)]
+        if not 1 <= cameras <= 3:
+            raise ValueError(f"cameras: expected 1 to 3, got {cameras}")
+        cams = [photo_frames(bank_size, 480, 640, seed=seed + k) for k in range(cameras)]
         depth = depth_frames(bank_size, 480, 640, seed=seed + 7)
         observation = spaces.Dict(
             {
-                **{f"camera_{k}": box(0, 255, (480, 640, 3), np.uint8) for k in range(3)},
+                **{f"camera_{k}": box(0, 255, (480, 640, 3), np.uint8) for k in range(cameras)},
                 "depth": box(0, 65535, (480, 640), np.uint16),
             }
         )
@@ -174,14 +177,19 @@ def workload(name: str, bank_size: int = 64, seed: int = 0) -> Workload:
             bank.append(
                 {
                     "observation": {
-                        **{f"camera_{k}": cams[k][i] for k in range(3)},
+                        **{f"camera_{k}": cams[k][i] for k in range(cameras)},
                         "depth": depth[i],
                     },
                     "state": {"joints": _vector(rng, 30, 0.5)},
                 }
             )
         return Workload(
-            name, observation, None, state, bank, ["camera_0", "camera_1", "camera_2", "depth"]
+            name,
+            observation,
+            None,
+            state,
+            bank,
+            [f"camera_{k}" for k in range(cameras)] + ["depth"],
         )
     if name == "proprio":
         state = spaces.Dict(
