@@ -24,17 +24,6 @@ def load_workload(name: str) -> Workload:
     return _workloads[name]
 
 
-def percentiles_us(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
-    """p50, p99, p99.9 and max of durations in nanoseconds, in microseconds."""
-    p50, p99, p999 = np.percentile(samples_ns, [50, 99, 99.9])
-    return {
-        "p50_us": round(float(p50) / 1e3, 1),
-        "p99_us": round(float(p99) / 1e3, 1),
-        "p99.9_us": round(float(p999) / 1e3, 1),
-        "max_us": round(float(samples_ns.max()) / 1e3, 1),
-    }
-
-
 def report(benchmark: Any, title: str, figures: dict[str, Any]) -> None:
     """Store ``figures`` in the benchmark's extra_info and print them on one line."""
     benchmark.extra_info.update(figures)

@@ -35,15 +35,15 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from bench_support import check_file, percentiles_us, report
+from bench_support import check_file, report
 
-from h5recorder import Recorder
+from h5recorder import Recorder, _bench
 from h5recorder._bench import NaiveWriter
 from h5recorder.workloads import Workload
 
@@ -54,42 +54,6 @@ SPIN_NS = 300_000
 GOALS = {"p50_us": 30.0, "p99_us": 150.0, "end_to_end_ratio": 20.0}
 
 _naive_steps_per_second: dict[int, float] = {}
-
-
-# -- the paced loop ---------------------------------------------------------------------------
-
-
-def paced_run(
-    record: Callable[..., None], steps: list[dict[str, Any]], rate: float, count: int, sleep: bool
-) -> tuple[np.ndarray[Any, Any], int]:
-    """Call ``record(**step)`` ``count`` times at ``rate`` per second; time every call.
-
-    The schedule is absolute (step ``i`` is due at ``start + i / rate``): a late step does not
-    shift the ones after it. Returns the durations (ns) and how many steps started more than
-    half a period late.
-    """
-    clock = time.perf_counter_ns
-    period = int(1e9 / rate)
-    durations = np.empty(count, np.int64)
-    bank = len(steps)
-    late = 0
-    start = clock() + period
-    for i in range(count):
-        due = start + i * period
-        if sleep:
-            ahead = due - clock() - SPIN_NS
-            if ahead > 0:
-                time.sleep(ahead / 1e9)
-        now = clock()
-        while now < due:
-            now = clock()
-        if now - due > period // 2:
-            late += 1
-        step = steps[i % bank]
-        began = clock()
-        record(**step)
-        durations[i] = clock() - began
-    return durations, late
 
 
 class CopyFloor:
@@ -156,7 +120,9 @@ def test_record_latency(
     def run() -> None:
         cpu_before, main_before = time.process_time(), time.thread_time()
         wall_before = time.perf_counter()
-        durations, late = paced_run(target.record, seed.bank, rate, count, pacer != "spin")
+        durations, late = _bench.paced(
+            target.record, seed.bank, rate, count / rate, sleep=pacer != "spin"
+        )
         wall = time.perf_counter() - wall_before
         background = (time.process_time() - cpu_before) - (time.thread_time() - main_before)
         status = recorder.status()
@@ -176,7 +142,7 @@ def test_record_latency(
         "rate_hz": rate,
         "pacer": pacer,
         "timed_steps": count - warm_up,
-        **percentiles_us(durations[warm_up:]),
+        **_bench.percentiles_us(durations[warm_up:]),
         "warm_up_max_us": round(float(durations[:warm_up].max()) / 1e3, 1),
         "late_steps": measured["late"],
         "achieved_hz": round(count / measured["wall"]),

@@ -318,7 +318,8 @@ def _bank_for(subject: str, load: Workload, png: bool) -> list[dict[str, Any]]:
     return load.bank
 
 
-def _percentiles(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
+def percentiles_us(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
+    """p50, p99, p99.9 and max of durations in nanoseconds, in microseconds."""
     p50, p99, p999 = np.percentile(samples_ns, [50, 99, 99.9])
     return {
         "p50_us": round(float(p50) / 1e3, 1),
@@ -357,13 +358,19 @@ def end_to_end(
 
 
 def paced(
-    record: Callable[..., None], bank: list[dict[str, Any]], rate: float, seconds: float
+    record: Callable[..., None],
+    bank: list[dict[str, Any]],
+    rate: float,
+    seconds: float,
+    *,
+    sleep: bool = True,
 ) -> tuple[np.ndarray[Any, Any], int]:
     """Call ``record(**step)`` at ``rate`` per second for about ``seconds``; time every call.
 
     The schedule is absolute (step ``i`` is due at ``start + i / rate``); a subject slower than
     the rate runs back to back until ``seconds`` have passed. Returns the durations (ns) and
-    how many steps started more than half a period late.
+    how many steps started more than half a period late. ``sleep=False`` waits for each step
+    in a pure busy loop (which holds the GIL), as some control loops do.
     """
     clock = time.perf_counter_ns
     period = int(1e9 / rate)
@@ -372,7 +379,7 @@ def paced(
     size, late = len(bank), 0
     start = clock() + period
     deadline = start + int(seconds * 1e9)
-    spin = min(_SPIN_NS, period // 2)
+    spin = min(_SPIN_NS, period // 2) if sleep else period
     done = 0
     for i in range(count):
         due = start + i * period
@@ -419,7 +426,7 @@ def latency(
     skip = min(int(rate * warm_up), max(0, len(durations) - 1))
     if subject != "h5recorder" and len(durations) < rate * (seconds + warm_up) / 2:
         skip = min(1, len(durations) - 1)  # slower than the rate: only the first call is warm-up
-    figures: dict[str, Any] = _percentiles(durations[skip:])
+    figures: dict[str, Any] = percentiles_us(durations[skip:])
     figures.update(latency_steps=len(durations) - skip, late_steps=late, latency_rate_hz=rate)
     return figures
 
