@@ -77,7 +77,8 @@ class LeafStats:
         (``compiled=False``), numpy does the same work.
         """
         if not compiled or self.leaf.dtype == np.float16:  # numba has no float16 arithmetic
-            self._fold_numpy(ring, slot, count, out, out_row)
+            with np.errstate(all="ignore"):  # inf and nan are recorded as they are
+                self._fold_numpy(ring, slot, count, out, out_row)
             return
         if not self.exact:
             native.fold_rows(
@@ -121,17 +122,6 @@ class LeafStats:
             count -= rows
 
     def _fold_numpy(
-        self,
-        ring: np.ndarray[Any, Any],
-        slot: int,
-        count: int,
-        out: np.ndarray[Any, Any],
-        out_row: int,
-    ) -> None:
-        with np.errstate(all="ignore"):  # inf and nan are recorded as they are
-            self._fold_numpy_block(ring, slot, count, out, out_row)
-
-    def _fold_numpy_block(
         self,
         ring: np.ndarray[Any, Any],
         slot: int,
