@@ -331,7 +331,9 @@ class Recorder:
         leaves = self._plan.leaves
         options = self.options
         saved = self._saved_leaves()
-        self._ring = Ring(leaves, capacity_for(leaves, options.buffer_bytes))
+        self._ring = Ring(
+            leaves, capacity_for(leaves, options.buffer_bytes), {leaf.index for leaf in saved}
+        )
         targets = []
         if saved and self._ring.shared:
             if self._frames is None:

@@ -4,8 +4,8 @@ The caller writes slot ``head % capacity`` and then advances ``head``; the write
 slots in ``[tail, head)`` and advances ``tail`` once every consumer has released them. Each
 index is written by one thread only, so plain attributes suffice under the GIL.
 
-Image columns live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so that worker
-processes can read frames in place; segments of dead processes are swept at start.
+Columns of saved image keys live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so
+that worker processes can read frames in place; segments of dead processes are swept at start.
 """
 
 from __future__ import annotations
@@ -81,18 +81,20 @@ class SharedColumn:
 class Ring:
     """The ring buffers of one recording; ``capacity`` slots shared by every leaf."""
 
-    def __init__(self, leaves: list[Leaf], capacity: int, shared_images: bool = True) -> None:
+    def __init__(self, leaves: list[Leaf], capacity: int, shared: set[int] | None = None) -> None:
         self.capacity = capacity
         self.head = 0
         self.tail = 0
         self.columns: list[np.ndarray[Any, Any]] = []
         self.shared: dict[int, SharedColumn] = {}
         self.released = threading.Event()
-        use_shm = shared_images and SHM_DIR.is_dir()
+        # Only columns that worker processes read go to shared memory: /dev/shm gets no huge
+        # pages here, and copying a frame into it costs a few microseconds more.
+        to_share = (shared or set()) if SHM_DIR.is_dir() else set()
         token = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
         for leaf in leaves:
             shape = (capacity, *leaf.shape)
-            if leaf.is_image and use_shm:
+            if leaf.index in to_share:
                 column = SharedColumn(f"{token}_{leaf.index}", shape, leaf.dtype)
                 self.shared[leaf.index] = column
                 array = column.array
