@@ -279,6 +279,7 @@ class Plan:
             self.roots[name] = self._node((name,), space)
         self.values: list[Any] = [None] * len(self.leaves)
         self.slots = tuple(self.roots.get(name) for name in ROOTS)
+        self._fast = self._compile_fast_path()
         self.order = [
             (ROOTS.index(name), node) for name, node in self.roots.items() if name in ROOTS
         ]
@@ -297,6 +298,12 @@ class Plan:
         """Check one step (values in :data:`ROOTS` order); leave converted values in
         ``self.values``; return how many leaves were missing (they hold their fill value).
         """
+        if self._fast(step):  # the common step, checked by straight-line code
+            return 0
+        return self.collect_general(step, strict)
+
+    def collect_general(self, step: tuple[Any, ...], strict: bool) -> int:
+        """:meth:`collect` for any step: missing keys, unknown keys, objects, errors."""
         for position, value in enumerate(step):
             if value is not None and self.slots[position] is None:
                 raise SchemaError(
@@ -307,6 +314,58 @@ class Plan:
         for position, node in self.order:
             missing += self._collect(node, step[position], strict)
         return missing
+
+    def _compile_fast_path(self) -> Callable[[tuple[Any, ...]], bool]:
+        """Straight-line code for a step of plain dicts holding every key of the plan.
+
+        It stores each value (arrays of the exact shape and dtype as they are, others through
+        the leaf's own check, which raises as usual) and returns True; anything else (a root
+        that is not a dict, a missing, extra or ``None`` value) returns False before storing
+        anything, and :meth:`collect_general` takes the step.
+        """
+        names: dict[str, Any] = {"ndarray": np.ndarray, "MISSING": MISSING}
+        lines = ["def fast(step):"]
+        checks: list[str] = []
+        stores: list[str] = []
+        counter = iter(range(10**9))
+
+        def visit(node: Group | Leaf, expression: str) -> None:
+            if isinstance(node, Leaf):
+                value = f"v{next(counter)}"
+                checks.append(f"    {value} = {expression}")
+                checks.append(f"    if {value} is None or {value} is MISSING: return False")
+                leaf = f"leaf{node.index}"
+                names[leaf] = node
+                names[f"dtype{node.index}"] = node.dtype
+                names[f"shape{node.index}"] = node.shape
+                if node.plain:
+                    stores.append(
+                        f"    values[{node.index}] = {value} if (type({value}) is ndarray and "
+                        f"{value}.dtype is dtype{node.index} and {value}.shape == "
+                        f"shape{node.index}) else {leaf}.coerce({value})"
+                    )
+                else:
+                    stores.append(f"    values[{node.index}] = {leaf}.coerce({value})")
+                return
+            mapping = f"d{next(counter)}"
+            checks.append(f"    {mapping} = {expression}")
+            checks.append(
+                f"    if type({mapping}) is not dict or len({mapping}) != {len(node.children)}: "
+                "return False"
+            )
+            for key, child in node.children.items():
+                visit(child, f"{mapping}.get({key!r}, MISSING)")
+
+        for position, node in enumerate(self.slots):
+            if node is None:
+                checks.append(f"    if step[{position}] is not None: return False")
+            else:
+                visit(node, f"step[{position}]")
+        names["values"] = self.values
+        lines += checks + stores + ["    return True"]
+        exec("\n".join(lines), names)
+        fast: Callable[[tuple[Any, ...]], bool] = names["fast"]
+        return fast
 
     def _collect(self, node: Group | Leaf, value: Any, strict: bool) -> int:
         values = self.values
