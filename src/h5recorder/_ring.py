@@ -117,10 +117,6 @@ class Ring:
         ]
 
     @property
-    def nbytes(self) -> int:
-        return sum(column.nbytes for column in self.columns) + self.stamps.nbytes
-
-    @property
     def pending(self) -> int:
         return self.head - self.tail
 

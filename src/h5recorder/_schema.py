@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -420,14 +420,6 @@ class Plan:
             if name not in self._warned:
                 self._warned.add(name)
                 warnings.warn(f"key {name!r} is not in the recorded space; skipped", stacklevel=5)
-
-    def walk(self) -> Iterator[Group | Leaf]:
-        stack: list[Group | Leaf] = list(self.roots.values())
-        while stack:
-            node = stack.pop(0)
-            yield node
-            if isinstance(node, Group):
-                stack.extend(node.children.values())
 
     def root_spaces(self) -> dict[str, spaces.Space[Any]]:
         return {name: node.space for name, node in self.roots.items()}
