@@ -335,7 +335,13 @@ class Recorder:
             leaves, capacity_for(leaves, options.buffer_bytes), {leaf.index for leaf in saved}
         )
         targets = []
-        if saved and self._ring.shared:
+        if saved and not self._ring.shared:
+            warnings.warn(
+                f"PNG frames of {[leaf.name for leaf in saved]} need POSIX shared memory "
+                "(/dev/shm), which this system lacks: no frames are written",
+                stacklevel=3,
+            )
+        elif saved:
             if self._frames is None:
                 self._frames = FramePool(options.frame_workers, options.png_compress_level)
             folders = frame_dirs(self.frames_dir, [leaf.name for leaf in saved])
@@ -393,14 +399,17 @@ class Recorder:
         frames.wait(end)  # the ring's frames first: the ring is released after this
         self._frame_steps = end
         frames.advance(end)
-        if writer.deferred and self.options.frames == "best-effort":
+        if writer.deferred and (self.options.frames == "best-effort" or writer.error):
+            # skipped by choice, or unreadable from a file whose writer failed: listed
             self.missing_frames = [path for _, _, path in writer.deferred]
             writer.counters.frames_missing = len(self.missing_frames)
-        elif writer.deferred and writer.error is None:
+        elif writer.deferred:
             for row, leaf, path in writer.deferred:
                 frames.encode_from_array(self._datasets[leaf.index][row], path)
         if frames.pending:
             _show_progress(frames, f"writing {frames.pending} PNG frames of {self.filename.name}")
+        if writer.error is not None:
+            return
         self.file.attrs["recorder_frames"] = json.dumps(
             {
                 "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
