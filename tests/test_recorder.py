@@ -435,3 +435,29 @@ def test_a_second_recorder_on_the_same_file_is_refused(tmp_path, frames):
         assert "refused:" in result.stdout and "another process" in result.stdout
     finally:
         held.close()
+
+
+def test_a_small_ring_that_wraps_often_loses_nothing(tmp_path):
+    """Chunks are written whole from the ring when they lie in one piece there, and through
+    the staging buffer otherwise; a small ring mixes both at every wrap."""
+    from h5recorder.workloads import photo_frames
+
+    data = photo_frames(300, 48, 64, seed=9)
+    space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+                         "grip": spaces.Discrete(3)})
+    with Recorder("wraps", out_dir=str(tmp_path), observation_space=space, image_keys_to_save=[],
+                  buffer_bytes=1 << 16, chunk_bytes=4 * 48 * 64 * 3) as recorder:
+        assert recorder.status().ring_capacity < 300
+        for i, frame in enumerate(data):
+            recorder.record({"image": frame, "grip": i % 3})
+        stats = recorder.save_stats()
+    with h5py.File(recorder.filename, "r") as file:
+        assert file["observation/image"].chunks[0] == 4
+        np.testing.assert_array_equal(file["observation/image"][:], data)
+        assert file["observation/grip"][:].tolist() == [i % 3 for i in range(300)]
+    wide = data.astype(np.float64)
+    np.testing.assert_allclose(stats["observation/image"]["mean"], wide.mean(axis=(0, 1, 2)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(stats["observation/image"]["std"], wide.std(axis=(0, 1, 2)),
+                               rtol=1e-9)
+    assert stats["observation/grip"]["value_counts"].tolist() == [100, 100, 100]

@@ -421,47 +421,64 @@ class Writer(threading.Thread):
     ) -> None:
         capacity = self.ring.capacity
         stats.rows += count
-        if leaf.chunk_rows == 1 and not leaf.is_string:
-            # A chunk is one row: write it straight from the ring, no staging copy.
-            ring2d = column.reshape(capacity, -1)
-            if leaf.dtype.kind == "b":
-                ring2d = ring2d.view(np.uint8)
-            compiled = self.ready.is_set()
-            for row in range(count):
-                here = (slot + row) % capacity
-                stats.fold(ring2d, here, 1, self._no_rows[ring2d.dtype], 0, compiled)
-                if stats.counts is not None:
-                    stats.counts[int(column[here]) - stats.offset] += 1
-                self._write_chunk(leaf, staging, column[here : here + 1])
-                staging.chunk += 1
-            return
+        rows_per_chunk = leaf.chunk_rows
+        compiled = self.ready.is_set()
+        ring2d = None if leaf.is_string else column.reshape(capacity, -1)
+        if ring2d is not None and leaf.dtype.kind == "b":
+            ring2d = ring2d.view(np.uint8)
         while count:
-            take = min(leaf.chunk_rows - staging.rows, count)
-            if leaf.is_string:
+            if (
+                ring2d is not None
+                and staging.rows == 0
+                and count >= rows_per_chunk
+                and slot + rows_per_chunk <= capacity
+            ):
+                # A whole chunk lies in the ring in one piece: statistics and write straight
+                # from there, without copying it into the staging buffer first.
+                stats.fold(ring2d, slot, rows_per_chunk, self._no_rows[ring2d.dtype], 0, compiled)
+                self._count_values(leaf, stats, column, slot, rows_per_chunk, compiled)
+                self._write_chunk(leaf, staging, column[slot : slot + rows_per_chunk])
+                staging.chunk += 1
+                slot = (slot + rows_per_chunk) % capacity
+                count -= rows_per_chunk
+                continue
+            take = min(rows_per_chunk - staging.rows, count)
+            if ring2d is None:
                 index = (slot + np.arange(take)) % capacity
                 staging.buffer[staging.rows : staging.rows + take] = column[index]
             else:
-                ring2d = column.reshape(capacity, -1)
-                out2d = staging.buffer.reshape(leaf.chunk_rows, -1)
+                out2d = staging.buffer.reshape(rows_per_chunk, -1)
                 if leaf.dtype.kind == "b":
-                    ring2d, out2d = ring2d.view(np.uint8), out2d.view(np.uint8)
-                compiled = self.ready.is_set()
+                    out2d = out2d.view(np.uint8)
                 stats.fold(ring2d, slot, take, out2d, staging.rows, compiled)
-                if stats.counts is not None:
-                    if compiled and leaf.dtype.itemsize == 8:
-                        native.count_values(column, slot, take, stats.offset, stats.counts)
-                    else:
-                        values = column[(slot + np.arange(take)) % capacity] - stats.offset
-                        stats.counts += np.bincount(values, minlength=len(stats.counts))
+                self._count_values(leaf, stats, column, slot, take, compiled)
             staging.rows += take
             staging.dirty = True
             slot = (slot + take) % capacity
             count -= take
-            if staging.rows == leaf.chunk_rows:
+            if staging.rows == rows_per_chunk:
                 self._write_chunk(leaf, staging)
                 staging.chunk += 1
                 staging.rows = 0
                 staging.dirty = False
+
+    def _count_values(
+        self,
+        leaf: Leaf,
+        stats: LeafStats,
+        column: np.ndarray[Any, Any],
+        slot: int,
+        count: int,
+        compiled: bool,
+    ) -> None:
+        """Per-value counts of a ``Discrete`` leaf."""
+        if stats.counts is None:
+            return
+        if compiled and leaf.dtype.itemsize == 8:
+            native.count_values(column, slot, count, stats.offset, stats.counts)
+        else:
+            values = column[(slot + np.arange(count)) % self.ring.capacity] - stats.offset
+            stats.counts += np.bincount(values, minlength=len(stats.counts))
 
     def _write_chunk(
         self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None
