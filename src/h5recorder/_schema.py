@@ -393,19 +393,7 @@ class Plan:
                 found += item is None
                 continue
             found += 1
-            if type(child) is Leaf:
-                # the common case inline: an array of exactly the leaf's shape and dtype
-                if (
-                    child.plain
-                    and type(item) is np.ndarray
-                    and item.dtype is child.dtype
-                    and item.shape == child.shape
-                ):
-                    values[child.index] = item
-                else:
-                    values[child.index] = child.coerce(item)
-            else:
-                missing += self._collect(child, item, strict)
+            missing += self._collect(child, item, strict)
         if found != len(mapping):
             self._unknown(node, mapping, strict)
         return missing
