@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import signal
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,6 +24,7 @@ from h5recorder._frames import (
     FramePool,
     FrameSource,
     check_image,
+    choose_encoders,
     default_workers,
     encode_png,
     frame_dirs,
@@ -35,11 +36,9 @@ from h5recorder.workloads import depth_frames, photo_frames
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs POSIX shared memory")
 
-ENCODERS = [
-    "pillow",
-    pytest.param("imagecodecs", marks=pytest.mark.skipif(
-        importlib.util.find_spec("imagecodecs") is None, reason="imagecodecs not installed")),
-]
+# the pool runs with the encoders chosen for speed (fpng, isal) and with the one that always
+# installs; every encoder also writes every kind in this process (test_every_encoder_...)
+ENCODERS = ["auto", "pillow"]
 
 
 def real_frames(kind: str, count: int, height: int = 72, width: int = 96) -> np.ndarray[Any, Any]:
@@ -160,12 +159,67 @@ def test_depth_is_a_16_bit_png(pool: FramePool, column: Any, steps: Any,
     assert_same(frame_path(tmp_path, step), frames[0])
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
-def test_encode_png_in_this_process(tmp_path: Path, encoder: str) -> None:
-    frame = real_frames("rgb", 1, 224, 224)[0]
-    size = encode_png(frame, tmp_path / "one.png", encoder=encoder)
-    assert size == (tmp_path / "one.png").stat().st_size
-    assert_same(tmp_path / "one.png", frame)
+def decoded_by_imagecodecs(path: str | Path) -> np.ndarray[Any, Any]:
+    """A second decoder (libpng), besides Pillow's own."""
+    return np.asarray(imagecodecs.png_decode(Path(path).read_bytes()))
+
+
+@pytest.mark.parametrize("encoder", ["fpng", "isal", "imagecodecs", "pillow"])
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "gray", "gray1", "depth"])
+def test_every_encoder_writes_pngs_two_decoders_read_exactly(tmp_path: Path, kind: str,
+                                                             encoder: str) -> None:
+    # odd sizes, one-row and one-column frames: row filters and chunk lengths at their edges
+    for height, width in [(72, 96), (37, 53), (1, 61), (45, 1)]:
+        frames = real_frames(kind, 2, height, width) if min(height, width) > 8 else (
+            real_frames(kind, 2)[:, :height, :width])
+        if kind == "depth":
+            frames[0, 0, 0], frames[1, -1, -1] = 65535, 0  # the whole 16-bit range survives
+        for i, frame in enumerate(frames):
+            path = tmp_path / f"{kind}_{height}x{width}_{i}.png"
+            size = encode_png(frame, path, encoder=encoder)
+            assert size == path.stat().st_size
+            assert_same(path, frame)
+            expected = frame[..., 0] if kind == "gray1" else frame
+            np.testing.assert_array_equal(decoded_by_imagecodecs(path), expected)
+            with Image.open(path) as image:
+                image.verify()  # chunk checksums and structure, as a strict reader checks them
+
+
+@pytest.mark.parametrize("level", [0, 1, 4, 9])
+def test_compress_levels_write_exact_pngs(tmp_path: Path, level: int) -> None:
+    frames = {"rgb": real_frames("rgb", 1)[0], "depth": real_frames("depth", 1)[0]}
+    for kind, frame in frames.items():
+        path = tmp_path / f"{kind}.png"
+        size = encode_png(frame, path, compress_level=level)
+        assert_same(path, frame)
+        if level == 0:  # stored: the raw rows and one filter byte per row, a little more
+            assert size > frame.nbytes
+        else:
+            assert size < frame.nbytes
+
+
+def test_the_fastest_installed_encoder_is_chosen_per_kind() -> None:
+    assert choose_encoders() == {"RGB": "fpng", "RGBA": "isal", "L": "isal", "I;16": "isal"}
+    # fpng has one setting: other levels go to the next encoder
+    assert choose_encoders(compress_level=6)["RGB"] == "isal"
+    # a named encoder writes the kinds it can, the others go to the fastest
+    assert choose_encoders("fpng") == choose_encoders()
+    assert set(choose_encoders("pillow").values()) == {"pillow"}
+
+
+def test_without_fpng_and_isal_the_fallbacks_write_exact_pngs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "fpng", None)  # as if not installed: imports fail
+    monkeypatch.setitem(sys.modules, "isal", None)
+    assert set(choose_encoders().values()) == {"imagecodecs"}
+    with pytest.raises(ValueError, match="needs the fpng package"):
+        choose_encoders("fpng")
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    assert set(choose_encoders().values()) == {"pillow"}
+    for kind in ["rgb", "depth"]:
+        frame = real_frames(kind, 1)[0]
+        encode_png(frame, tmp_path / f"{kind}.png")
+        assert_same(tmp_path / f"{kind}.png", frame)
 
 
 # ---- naming ---------------------------------------------------------------------------------
@@ -271,7 +325,7 @@ def test_pool_options_are_checked() -> None:
     with pytest.raises(ValueError, match="compress_level"):
         FramePool(workers=1, compress_level=10)
     with pytest.raises(ValueError, match="encoder"):
-        FramePool(workers=1, encoder="fpng")
+        FramePool(workers=1, encoder="qoi")
 
 
 def test_default_workers_leave_a_core_to_the_caller() -> None:

@@ -156,3 +156,37 @@ def test_frames_the_encoders_cannot_keep_up_with(tmp_path, policy):
         assert status.frames_missing == len(missing)
         with h5py.File(recorder.filename, "r") as file:
             assert len(json.loads(file.attrs["recorder_frames"])["missing"]) == len(missing)
+
+
+def test_deferred_frames_of_several_keys_each_decode_to_their_own_key(tmp_path):
+    """Frames deferred while the encoders are behind are written from each key's own dataset."""
+    left, right = photo_frames(8, 240, 320, seed=11), photo_frames(8, 240, 320, seed=12)
+    depth = depth_frames(8, 240, 320, seed=13)
+    space = spaces.Dict(
+        {
+            "left": spaces.Box(0, 255, (240, 320, 3), np.uint8),
+            "right": spaces.Box(0, 255, (240, 320, 3), np.uint8),
+            "depth": spaces.Box(0, 65535, (240, 320), np.uint16),
+        }
+    )
+    steps = 200
+    with Recorder(
+        "rig",
+        out_dir=str(tmp_path),
+        observation_space=space,
+        image_keys_to_save=["left", "right", "depth"],
+        frame_workers=1,
+        buffer_bytes=24 * 240 * 320 * 8,
+    ) as recorder:
+        for i in range(steps):  # flat out: far faster than one worker encodes three frames
+            recorder.record({"left": left[i % 8], "right": right[i % 8], "depth": depth[i % 8]})
+    status = recorder.status()
+    assert status.frames_deferred > 0, "the encoders should have fallen behind"
+    assert status.frames_missing == 0
+    root = tmp_path / "rig_frames" / "observation"
+    for key, frames in [("left", left), ("right", right), ("depth", depth)]:
+        assert sorted(os.listdir(root / key)) == sorted(f"{i}.png" for i in range(steps)), key
+        for i in range(steps):
+            np.testing.assert_array_equal(
+                decode(root / key / f"{i}.png"), frames[i % 8], err_msg=f"{key} step {i}"
+            )

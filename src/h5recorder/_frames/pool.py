@@ -1,10 +1,10 @@
-"""The PNG stage: worker processes write ring frames as PNG files while the caller goes on.
+"""The frame pool: worker processes, and the dispatcher thread that keeps them busy.
 
 Contract
 --------
 - :class:`FramePool` starts ``workers`` processes once and reuses them until :meth:`close`.
   Each is a fresh interpreter (never a ``fork`` of this process: h5py takes its global lock
-  before every fork) that imports this module, numpy and the PNG encoder, and nothing else:
+  before every fork) that imports this package, numpy and the PNG encoders, and nothing else:
   neither the rest of the package (h5py and numba would cost each worker a second and about
   100 MB) nor the user's main module (``multiprocessing``'s spawn re-runs an unguarded script
   in every child).
@@ -30,129 +30,31 @@ Contract
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
-import math
-import mmap
 import os
-import pickle
 import secrets
-import signal
 import subprocess
 import sys
 import threading
-import traceback
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from multiprocessing.connection import Connection, Pipe
 from multiprocessing.connection import wait as wait_readable
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
 
-from .errors import SchemaError, WriterError
+from .encoders import check_image, choose_encoders
+from .jobs import FrameCounters, FrameError, FrameJob, FrameSource, Task
+from .worker import BOOTSTRAP
 
-__all__ = [
-    "ENCODERS",
-    "FrameCounters",
-    "FrameError",
-    "FrameJob",
-    "FramePool",
-    "FrameSource",
-    "check_image",
-    "default_workers",
-    "encode_png",
-    "frame_dirs",
-    "frame_path",
-]
+__all__ = ["FramePool", "default_workers"]
 
-ENCODERS = ("auto", "imagecodecs", "pillow")
-"""``auto`` takes imagecodecs when it is installed (about 3.5x faster, see
-``benchmarks/png_encoders.md``), Pillow otherwise. Both write lossless PNG that decodes to
-the same array; only the file size differs (by a few percent)."""
-
-_ACCEPTED = "HxWx3 uint8 (RGB), HxWx4 uint8 (RGBA), HxW or HxWx1 uint8 (gray) or HxW uint16"
-_Z_RLE = 3  # zlib's run-length strategy: at level 1, 1.4x faster and files 8% smaller
-_PNG_FILTER_SUB = 16  # one cheap filter instead of trying all five on every row
 _PREFETCH = 2  # batches in flight per worker: the next is queued before the last is done
 _MAX_BATCH_PATH_CHARS = 16_000  # keeps messages to a worker below a pipe's buffer
-_CACHED_SEGMENTS = 32
 _START_FAILURES = 3  # workers in a row that die before they are ready: the pool gives up
-
-
-class FrameError(WriterError):
-    """A frame could not be written as PNG; the worker's exception is the ``__cause__``.
-
-    ``path`` is the PNG file that is missing, ``step`` the step it belongs to (``None`` for a
-    frame given with :meth:`FramePool.encode_from_array`).
-    """
-
-    def __init__(self, path: str, step: int | None, reason: str) -> None:
-        self.path = path
-        self.step = step
-        self.reason = reason
-        at = "" if step is None else f" (step {step})"
-        super().__init__(f"PNG frame {path}{at} was not written: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.step, self.reason))
-
-
-def check_image(name: str, shape: Sequence[int], dtype: Any) -> str:
-    """Check that frames of ``shape`` and ``dtype`` can be saved as PNG; return the PNG mode.
-
-    The modes are ``"RGB"`` (HxWx3 uint8), ``"RGBA"`` (HxWx4 uint8), ``"L"`` (HxW or HxWx1
-    uint8) and ``"I;16"`` (HxW or HxWx1 uint16, a 16-bit PNG, exact). Anything else (floats,
-    other channel counts, 16-bit color) raises :class:`~h5recorder.errors.SchemaError`
-    naming ``name``.
-    """
-    dims = tuple(int(n) for n in shape)
-    try:
-        kind = np.dtype(dtype)
-    except TypeError as error:
-        raise SchemaError(
-            f"{name}: cannot save as PNG: expected {_ACCEPTED}, got dtype {dtype!r}"
-        ) from error
-    mode = None
-    if len(dims) in (2, 3) and min(dims) > 0:
-        gray = len(dims) == 2 or dims[2] == 1
-        if kind == np.uint8:
-            mode = "L" if gray else {3: "RGB", 4: "RGBA"}.get(dims[2])
-        elif kind.kind == "u" and kind.itemsize == 2 and gray:
-            mode = "I;16"
-    if mode is None:
-        seen = "x".join(map(str, dims)) if dims else "a scalar"
-        raise SchemaError(f"{name}: cannot save as PNG: expected {_ACCEPTED}, got {seen} {kind}")
-    return mode
-
-
-def frame_dirs(
-    frames_dir: str | os.PathLike[str], names: Sequence[str], create: bool = True
-) -> dict[str, Path]:
-    """The folder of each saved leaf's PNG files (created unless ``create`` is false).
-
-    One leaf: ``frames_dir`` itself. Several: ``frames_dir/<name>``, where a name such as
-    ``observation/image`` is a path of folders.
-    """
-    root = Path(frames_dir)
-    folders: dict[str, Path] = {}
-    for name in names:
-        parts = name.split("/")
-        if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
-            raise SchemaError(f"{name!r}: cannot name a folder of PNG frames")
-        folders[name] = root if len(names) == 1 else root.joinpath(*parts)
-    if create:
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
-    return folders
-
-
-def frame_path(folder: str | os.PathLike[str], index: int) -> str:
-    """``<folder>/<index>.png``."""
-    return os.path.join(os.fspath(folder), f"{index}.png")
 
 
 def default_workers() -> int:
@@ -164,250 +66,10 @@ def default_workers() -> int:
     return max(1, cores - 1)
 
 
-def _resolve_encoder(encoder: str) -> str:
-    if encoder not in ENCODERS:
-        raise ValueError(f"encoder: expected one of {ENCODERS}, got {encoder!r}")
-    has_imagecodecs = importlib.util.find_spec("imagecodecs") is not None
-    if encoder == "imagecodecs" and not has_imagecodecs:
-        raise ValueError(
-            "encoder='imagecodecs' needs the imagecodecs package: pip install imagecodecs"
-        )
-    if encoder == "auto":
-        return "imagecodecs" if has_imagecodecs else "pillow"
-    return encoder
-
-
-def encode_png(
-    frame: np.ndarray[Any, Any],
-    path: str | os.PathLike[str],
-    compress_level: int = 1,
-    encoder: str = "auto",
-) -> int:
-    """Write one frame as a PNG file, through ``<path>.part`` and a rename; return its size.
-
-    ``frame`` is any array :func:`check_image` accepts; the file decodes to exactly it (a
-    uint16 frame as a 16-bit PNG). ``encoder`` is one of :data:`ENCODERS`. Runs in the
-    calling thread (both encoders release the GIL while they compress).
-    """
-    check_image(os.fspath(path), frame.shape, frame.dtype)
-    if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-        raise ValueError(f"compress_level: expected an int 0-9, got {compress_level!r}")
-    return _write_png(frame, os.fspath(path), compress_level, _resolve_encoder(encoder))
-
-
-def _write_png(frame: np.ndarray[Any, Any], path: str, compress_level: int, encoder: str) -> int:
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.dtype != np.uint8:
-        frame = frame.astype(np.uint16, copy=False)  # native byte order
-    frame = np.ascontiguousarray(frame)
-    part = path + ".part"
-    if encoder == "imagecodecs":
-        import imagecodecs
-
-        try:
-            data = imagecodecs.png_encode(
-                frame, level=compress_level, strategy=_Z_RLE, filter=_PNG_FILTER_SUB
-            )
-        except TypeError:  # a release from before those options: slower, same pixels
-            data = imagecodecs.png_encode(frame, level=compress_level)
-        with open(part, "wb") as file:
-            file.write(data)
-        size = len(data)
-    else:
-        from PIL import Image
-
-        with open(part, "wb") as file:
-            # Pillow tries all five PNG filters on every row; the zlib strategy is all it lets
-            # us choose
-            Image.fromarray(frame).save(
-                file, format="PNG", compress_level=compress_level, compress_type=_Z_RLE
-            )
-            size = file.tell()
-    os.replace(part, path)
-    return size
-
-
-class FrameSource(NamedTuple):
-    """Where a leaf's frames lie: a segment in ``/dev/shm`` holding ``[capacity, *frame]``.
-
-    ``dtype`` is numpy's string for the dtype (``"|u1"``, ``"<u2"``).
-    """
-
-    segment: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    @classmethod
-    def of(cls, column: Any) -> FrameSource:
-        """The source of a :class:`h5recorder._ring.SharedColumn`."""
-        array = column.array
-        return cls(str(column.name), tuple(int(n) for n in array.shape), array.dtype.str)
-
-
-class FrameJob(NamedTuple):
-    """One frame to write: step ``step``, read from ``slot`` of ``source``, to ``path``."""
-
-    step: int
-    source: FrameSource
-    slot: int
-    path: str
-
-
-@dataclass(frozen=True)
-class FrameCounters:
-    """What a pool has done so far.
-
-    ``submitted`` jobs given to :meth:`FramePool.submit`; ``written`` PNG files written (from
-    the ring or from arrays); ``failed`` frames reported as :class:`FrameError`; ``deferred``
-    jobs taken back with :meth:`FramePool.withdraw`; ``from_array`` frames given with
-    :meth:`FramePool.encode_from_array`; ``retried`` jobs handed to another worker after
-    theirs died; ``restarts`` workers replaced.
-    """
-
-    submitted: int = 0
-    written: int = 0
-    failed: int = 0
-    deferred: int = 0
-    from_array: int = 0
-    retried: int = 0
-    restarts: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-# ---- the worker side ------------------------------------------------------------------------
-
-# What travels to a worker per frame: (job id, segment file, column shape, dtype, slot, path,
-# transient). A transient segment is a plain file holding one frame, read once.
-_Task = tuple[int, str, tuple[int, ...], str, int, str, bool]
-
-
-class _Columns:
-    """The ring segments a worker has mapped, by file; dropped once their file is unlinked."""
-
-    def __init__(self) -> None:
-        self._open: OrderedDict[str, tuple[int, mmap.mmap, np.ndarray[Any, Any]]] = OrderedDict()
-
-    def frame(self, task: _Task) -> np.ndarray[Any, Any]:
-        _, file, shape, dtype, slot, _, transient = task
-        if transient:
-            return np.fromfile(file, np.dtype(dtype)).reshape(shape[1:])
-        entry = self._open.get(file)
-        if entry is None or entry[2].shape != shape or entry[2].dtype.str != dtype:
-            self._drop(file)
-            entry = self._map(file, shape, np.dtype(dtype))
-            self._open[file] = entry
-            while len(self._open) > _CACHED_SEGMENTS:
-                self._drop(next(iter(self._open)))
-        self._open.move_to_end(file)
-        if not 0 <= slot < shape[0]:
-            raise IndexError(f"slot {slot} outside the {shape[0]} slots of {file}")
-        frame: np.ndarray[Any, Any] = entry[2][slot]
-        return frame
-
-    def forget_unlinked(self) -> None:
-        """Unmaps segments of rings that were closed, so their memory is freed."""
-        for file, (fd, _, _) in list(self._open.items()):
-            if os.fstat(fd).st_nlink == 0:
-                self._drop(file)
-
-    @staticmethod
-    def _map(
-        file: str, shape: tuple[int, ...], dtype: np.dtype[Any]
-    ) -> tuple[int, mmap.mmap, np.ndarray[Any, Any]]:
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            need = math.prod(shape) * dtype.itemsize
-            have = os.fstat(fd).st_size
-            if have < need:
-                raise ValueError(f"{file} holds {have} bytes, {shape} {dtype} needs {need}")
-            view = mmap.mmap(fd, need, prot=mmap.PROT_READ)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, view, np.ndarray(shape, dtype, buffer=view)
-
-    def _drop(self, file: str) -> None:
-        entry = self._open.pop(file, None)
-        if entry is not None:
-            fd, view, _ = entry
-            del entry  # the array over the map goes first, or the map cannot close
-            try:
-                view.close()
-            except BufferError:  # a frame view is still referenced; the GC unmaps it later
-                pass
-            os.close(fd)
-
-
-def _portable(error: Exception) -> tuple[BaseException, str]:
-    """The exception, or a stand-in when it cannot be pickled, and its traceback."""
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-2000:]
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a stand-in
-        return RuntimeError(f"{type(error).__name__}: {error}"), text
-    error.__traceback__ = None
-    return error, text
-
-
-def _serve(fd: int, compress_level: int, encoder: str) -> None:
-    """A worker's life: encode the batches that arrive on ``fd`` until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    conn = Connection(fd)
-    try:
-        if encoder == "imagecodecs":
-            import imagecodecs  # noqa: F401
-        else:
-            from PIL import Image, PngImagePlugin  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the pool
-        conn.send(("failed", f"{type(error).__name__}: {error}"))
-        return
-    conn.send(("ready", os.getpid()))
-    columns = _Columns()
-    while True:
-        try:
-            batch: list[_Task] | None = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if batch is None:
-            return
-        columns.forget_unlinked()
-        results: list[tuple[int, tuple[BaseException, str] | None]] = []
-        for task in batch:
-            try:
-                _write_png(columns.frame(task), task[5], compress_level, encoder)
-            except Exception as error:  # noqa: BLE001 - every failure goes back with its path
-                results.append((task[0], _portable(error)))
-            else:
-                results.append((task[0], None))
-        try:
-            conn.send(("done", results))
-        except OSError:
-            return
-
-
-# The worker's command line: it imports this file as ``h5recorder._frames`` under a bare
-# stand-in for the package, so that ``h5recorder/__init__`` (h5py, numba, ...) never runs.
-_BOOTSTRAP = """\
-import json, sys, types
-sys.path[:] = json.loads(sys.argv[5])
-package = types.ModuleType("h5recorder")
-package.__path__ = [sys.argv[4]]
-sys.modules["h5recorder"] = package
-from h5recorder._frames import _serve
-_serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
-"""
-
-
-# ---- the parent side ------------------------------------------------------------------------
-
-
 class _Job:
     __slots__ = ("attempts", "path", "step", "task")
 
-    def __init__(self, step: int | None, path: str, task: _Task) -> None:
+    def __init__(self, step: int | None, path: str, task: Task) -> None:
         self.step = step
         self.path = path
         self.task = task
@@ -444,7 +106,8 @@ class FramePool:
         zlib level, 0 (stored) to 9. With the run-length strategy used here, levels above 1
         take longer and gain little on camera frames.
     encoder
-        One of :data:`ENCODERS`.
+        One of :data:`~h5recorder._frames.encoders.ENCODERS`; ``"auto"`` takes the fastest
+        installed for each kind of frame. :attr:`encoders` says which writes which kind.
     batch_size
         Most frames sent to a worker in one message. Smaller batches are sent when the queue
         is short, so a lone frame is not held back.
@@ -479,10 +142,10 @@ class FramePool:
             raise ValueError(f"max_attempts: expected an int >= 1, got {max_attempts!r}")
         self.workers = workers
         self.compress_level = compress_level
-        self.encoder = _resolve_encoder(encoder)
+        self.encoders = choose_encoders(encoder, compress_level)
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        from ._ring import SHM_DIR, SHM_PREFIX  # not at the top: workers never need the ring
+        from .._ring import SHM_DIR, SHM_PREFIX  # not at the top: workers never need the ring
 
         self._shm_dir = SHM_DIR
         self._transient_dir = (
@@ -561,7 +224,7 @@ class FramePool:
                 last = step
             for step, path, source, slot in batch:
                 self._ids += 1
-                task: _Task = (
+                task: Task = (
                     self._ids,
                     os.fspath(self._shm_dir / source.segment),
                     source.shape,
@@ -655,7 +318,7 @@ class FramePool:
         except BaseException:
             os.unlink(file)
             raise
-        task: _Task = (job_id, file, (1, *flat.shape), flat.dtype.str, 0, target, True)
+        task: Task = (job_id, file, (1, *flat.shape), flat.dtype.str, 0, target, True)
         with self._lock:
             if self._closed or self._stopping:
                 os.unlink(file)
@@ -751,11 +414,11 @@ class FramePool:
                 [
                     sys.executable,
                     "-c",
-                    _BOOTSTRAP,
+                    BOOTSTRAP,
                     str(child.fileno()),
                     str(self.compress_level),
-                    self.encoder,
-                    os.path.dirname(__file__),
+                    json.dumps(self.encoders),
+                    os.path.dirname(os.path.dirname(__file__)),
                     json.dumps([os.fspath(entry) for entry in sys.path]),
                 ],
                 pass_fds=(child.fileno(),),
@@ -900,7 +563,7 @@ class FramePool:
         self._finish(job_id)
 
     @staticmethod
-    def _remove_transient(task: _Task) -> None:
+    def _remove_transient(task: Task) -> None:
         try:
             os.unlink(task[1])
         except FileNotFoundError:
