@@ -5,6 +5,8 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
     from h5recorder import Recorder
 """
 
+from ._read import Column, Episode, Health, Time
+from ._read import open_episode as open
 from ._recorder import Options, Recorder, copy_and_delete_old
 from ._schema import create_dataset_for_space_dict
 from ._version import __version__
@@ -12,6 +14,7 @@ from ._writer import Status
 from .errors import (
     ClosedError,
     DiskFullError,
+    ReadError,
     RecorderError,
     RecoveryError,
     SchemaError,
@@ -22,8 +25,12 @@ from .errors import (
 
 __all__ = [
     "ClosedError",
+    "Column",
     "DiskFullError",
+    "Episode",
+    "Health",
     "Options",
+    "ReadError",
     "Recorder",
     "RecorderError",
     "RecoveryError",
@@ -31,8 +38,10 @@ __all__ = [
     "Status",
     "StepError",
     "StepTypeError",
+    "Time",
     "WriterError",
     "__version__",
     "copy_and_delete_old",
     "create_dataset_for_space_dict",
+    "open",
 ]

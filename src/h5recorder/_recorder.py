@@ -35,9 +35,11 @@ from ._schema import (
     Leaf,
     Plan,
     create_layout,
+    create_time_layout,
     dataset_options,
     infer_space,
     jsonable,
+    time_leaves,
     to_mapping,
 )
 from ._stats import LeafStats
@@ -292,6 +294,11 @@ class Recorder:
         self.file.attrs["size"] = 0
         self.file.attrs["recorder_version"] = __version__
         self.file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
+        leaves = time_leaves(self.options.chunk_bytes)
+        datasets = create_time_layout(
+            self.file, leaves, self.options.compression, self.options.compression_level
+        )
+        self._time_columns = (leaves, datasets)
         self._closed = False
         _open_recorders.add(self)
 
@@ -367,6 +374,7 @@ class Recorder:
             frames=self._frames,
             frame_targets=targets,
             step_base=self._frame_steps,
+            time_columns=self._time_columns,
         )
         self._writer.start()
 
@@ -432,6 +440,8 @@ class Recorder:
         error = self._stop()
         frames, self._frames = self._frames, None
         try:
+            if error is None:
+                self._mark_closed()
             self.file.close()
             if frames is not None:
                 frames.close()
@@ -443,6 +453,11 @@ class Recorder:
                     raise type(error)(str(error)) from error
                 raise WriterError(f"writing {self.filename} failed: {error!r}") from error
 
+    def _mark_closed(self) -> None:
+        """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
+        self.file.attrs["recorder_closed"] = True
+        self.file.flush()
+
     def reset(self) -> None:
         """Close this episode's file, move it aside and start a fresh one.
 
@@ -452,6 +467,8 @@ class Recorder:
         if self._closed:
             raise ClosedError(f"reset() after close() of {self.filename}")
         error = self._stop()
+        if error is None:
+            self._mark_closed()
         self.file.close()
         if error is not None:
             self._closed = True

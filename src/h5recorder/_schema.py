@@ -32,10 +32,22 @@ __all__ = [
     "dataset_options",
     "infer_space",
     "json_schema",
+    "space_from_json",
+    "space_to_json",
     "to_mapping",
 ]
 
 MISSING: Any = object()
+SPACE_ATTRIBUTE = "recorder_space"
+TIME_ATTRIBUTE = "recorder_time"
+TIME_COLUMNS = ("monotonic_ns", "wall_ns")
+TIME_SELF_LINK = "_self"
+TIME_CLOCK = (
+    "monotonic_ns: time.perf_counter_ns() when record() stored the step (CLOCK_MONOTONIC on "
+    "Linux, the clock of time.monotonic_ns()); wall_ns: the same instant on the wall clock "
+    "(time.time_ns(), Unix epoch), from the offset between the two clocks when the row "
+    "was written"
+)
 ROOTS = ("observation", "action", "state", "supervision")
 STRING_DTYPE = h5py.string_dtype("utf-8")
 TEXT_MAX_LENGTH = 1000
@@ -527,7 +539,122 @@ def space_attributes(space: spaces.Space[Any]) -> dict[str, Any]:
     elif isinstance(space, spaces.Text):
         attrs["max_length"] = int(space.max_length)
     attrs["json_schema"] = json.dumps(json_schema(space))
+    attrs[SPACE_ATTRIBUTE] = json.dumps(space_to_json(space))
     return attrs
+
+
+def _bound(values: np.ndarray[Any, Any]) -> Any:
+    """A Box bound as JSON: one number when every element is the same, else nested lists."""
+    flat = values.reshape(-1)
+    if flat.size and (flat == flat[0]).all():
+        return flat[0].item()
+    return values.tolist()
+
+
+def space_to_json(space: spaces.Space[Any]) -> dict[str, Any]:
+    """Everything that makes ``space`` equal to another, as JSON (what the reader rebuilds).
+
+    The reference's layout attributes keep only the first element of a Box's bounds and no
+    ``start`` or character set; this description is exact. Python's ``json`` writes
+    infinities as ``Infinity``, which it reads back.
+    """
+    kind = type(space).__name__
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
+    if isinstance(space, spaces.Tuple):
+        return {"type": "Tuple", "spaces": [space_to_json(sub) for sub in space.spaces]}
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "dtype": str(space.dtype),
+            "shape": list(space.shape),
+            "low": _bound(space.low),
+            "high": _bound(space.high),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {
+            "type": "MultiDiscrete",
+            "dtype": str(space.dtype),
+            "nvec": np.asarray(space.nvec).tolist(),
+            "start": np.asarray(space.start).tolist(),
+        }
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, spaces.Text):
+        return {
+            "type": "Text",
+            "min_length": int(space.min_length),
+            "max_length": int(space.max_length),
+            "charset": "".join(sorted(space.character_set)),
+        }
+    raise SchemaError(f"cannot describe a {kind} space")
+
+
+def space_from_json(description: Mapping[str, Any]) -> spaces.Space[Any]:
+    """The space :func:`space_to_json` described."""
+    kind = description.get("type")
+    if kind == "Dict":
+        return spaces.Dict({k: space_from_json(v) for k, v in description["spaces"].items()})
+    if kind == "Tuple":
+        return spaces.Tuple([space_from_json(sub) for sub in description["spaces"]])
+    if kind == "Box":
+        dtype = np.dtype(description["dtype"])
+        shape = tuple(description["shape"])
+        low = np.asarray(description["low"], dtype=np.float64 if dtype.kind == "f" else None)
+        high = np.asarray(description["high"], dtype=np.float64 if dtype.kind == "f" else None)
+        return spaces.Box(
+            np.broadcast_to(low, shape).astype(dtype),
+            np.broadcast_to(high, shape).astype(dtype),
+            shape,
+            dtype,
+        )
+    if kind == "Discrete":
+        return spaces.Discrete(int(description["n"]), start=int(description["start"]))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(
+            np.asarray(description["nvec"]),
+            dtype=np.dtype(description["dtype"]),
+            start=np.asarray(description["start"]),
+        )
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(description["n"])
+    if kind == "Text":
+        return spaces.Text(
+            int(description["max_length"]),
+            min_length=int(description["min_length"]),
+            charset=description["charset"],
+        )
+    raise SchemaError(f"unknown space description {kind!r}")
+
+
+def time_leaves(chunk_bytes: int) -> list[Leaf]:
+    """The per-step time columns: int64 nanoseconds, one row per recorded step."""
+    clock = spaces.Box(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (), np.int64)
+    return [make_leaf((TIME_ATTRIBUTE, name), clock, chunk_bytes) for name in TIME_COLUMNS]
+
+
+def create_time_layout(
+    file: h5py.File, leaves: list[Leaf], compression: str | None, level: int | None
+) -> list[h5py.Dataset]:
+    """Create the time columns in a group that the root does not link to.
+
+    mbodied's ``Replayer`` yields one value per root key, and readers compare the groups
+    and datasets with mbodied's layout: a visible time group would change both. The group
+    links to itself (which keeps it alive), and the root attribute ``recorder_time`` holds
+    an object reference to it: ``file[file.attrs["recorder_time"]]["monotonic_ns"]``.
+    Tools that copy a file by walking its links (h5repack, h5copy) leave it behind.
+    """
+    group = file.create_group(TIME_ATTRIBUTE)
+    datasets = [
+        create_leaf_dataset(group, leaf.path[-1], leaf, compression, level) for leaf in leaves
+    ]
+    group.attrs["clock"] = TIME_CLOCK
+    group[TIME_SELF_LINK] = group
+    file.attrs[TIME_ATTRIBUTE] = group.ref
+    del file[TIME_ATTRIBUTE]
+    return datasets
 
 
 def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> dict[str, Any]:

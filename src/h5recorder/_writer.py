@@ -223,11 +223,20 @@ class Writer(threading.Thread):
         frames: FramePool | None = None,
         frame_targets: list[tuple[Leaf, FrameSource, Path]] | None = None,
         step_base: int = 0,
+        time_columns: tuple[list[Leaf], list[h5py.Dataset]] | None = None,
     ) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
         self.file = file
         self.leaves = leaves
-        self.datasets = datasets
+        self.datasets = dict(datasets)
+        # per-step time (monotonic and wall clock), from the ring's stamps; see _schema
+        self.time_leaves: list[Leaf] = []
+        if time_columns is not None:
+            for number, (leaf, dataset) in enumerate(zip(*time_columns, strict=True)):
+                leaf.index = len(leaves) + number
+                self.datasets[leaf.index] = dataset
+                self.time_leaves.append(leaf)
+        self.time_staging = [_Staging(leaf) for leaf in self.time_leaves]
         self.ring = ring
         self.counters = counters
         self.stats = stats
@@ -370,12 +379,35 @@ class Writer(threading.Thread):
                     ring.stamps, slot, count, self._stamp_before, counters.histogram
                 )
             counters.longest_gap_ns = max(counters.longest_gap_ns, int(longest))
+            if self.time_leaves:
+                self._take_time(slot, count)
             self._stamp_before = int(ring.stamps[(slot + count - 1) % ring.capacity])
             counters.last_stamp = self._stamp_before
             self.done = start + count
             if self.frames is not None and self.frame_targets:
                 self._submit_frames(start, count)
             self.release()
+
+    def _take_time(self, slot: int, count: int) -> None:
+        """Stage the monotonic stamps of ``count`` rows and their wall-clock times."""
+        stamps = self.ring.stamps[(slot + np.arange(count)) % self.ring.capacity]
+        before = time.perf_counter_ns()
+        wall = time.time_ns()
+        offset = wall - (before + time.perf_counter_ns()) // 2
+        for leaf, staging, rows in zip(
+            self.time_leaves, self.time_staging, (stamps, stamps + offset), strict=True
+        ):
+            while len(rows):
+                take = min(leaf.chunk_rows - staging.rows, len(rows))
+                staging.buffer[staging.rows : staging.rows + take] = rows[:take]
+                staging.rows += take
+                staging.dirty = True
+                rows = rows[take:]
+                if staging.rows == leaf.chunk_rows:
+                    self._write_chunk(leaf, staging)
+                    staging.chunk += 1
+                    staging.rows = 0
+                    staging.dirty = False
 
     def _submit_frames(self, start: int, count: int) -> None:
         assert self.frames is not None
@@ -543,11 +575,14 @@ class Writer(threading.Thread):
         self._last_commit = time.monotonic()
         if rows == self.counters.rows_committed and self.counters.commits:
             return
-        for leaf, staging in zip(self.leaves, self.staging, strict=True):
+        columns = list(
+            zip(self.leaves + self.time_leaves, self.staging + self.time_staging, strict=True)
+        )
+        for leaf, staging in columns:
             if staging.dirty and staging.rows:
                 self._write_chunk(leaf, staging)
                 staging.dirty = False
-        for leaf, staging in zip(self.leaves, self.staging, strict=True):
+        for leaf, staging in columns:
             if staging.extent < rows:
                 self.datasets[leaf.index].resize(rows, axis=0)
                 staging.extent = rows

@@ -11,6 +11,7 @@ refines, so ``except ValueError`` keeps working for code that predates h5recorde
     +-- WriterError(RecorderError, RuntimeError)      the background writer failed (cause chained)
     |   +-- DiskFullError(WriterError, OSError)       not enough free space to commit safely
     +-- RecoveryError(RecorderError, OSError)         a file that ``h5recorder recover`` cannot mend
+    +-- ReadError(RecorderError, OSError)             a file that ``h5recorder.open`` cannot read
 
 Messages name the key, what was expected and what arrived.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "DiskFullError",
+    "ReadError",
     "RecorderError",
     "RecoveryError",
     "SchemaError",
@@ -65,3 +67,7 @@ class DiskFullError(WriterError, OSError):
 
 class RecoveryError(RecorderError, OSError):
     """A file that cannot be opened, even after recovery."""
+
+
+class ReadError(RecorderError, OSError):
+    """A file that cannot be read as a recording; the message says what is wrong with it."""

@@ -1,0 +1,773 @@
+"""One recorded episode, read back: ``h5recorder.open(path)``.
+
+The read side of the contract in ``_schema``: spaces are rebuilt from the attributes, every
+leaf is a lazy :class:`Column` that reads only the chunks a selection needs, steps come back
+as the nested dicts mbodied's ``Replayer`` yields, and batches as flat dicts of arrays read a
+block of chunks at a time. Rows at or beyond the ``size`` attribute are never read: they are
+the over-allocation of mbodied's own recorder or the uncommitted tail of a crashed recording.
+
+This module never imports the writer, its threads or the PNG pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
+import numpy as np
+from gymnasium import spaces
+
+from ._schema import ROOTS, SPACE_ATTRIBUTE, TEXT_MAX_LENGTH, TIME_ATTRIBUTE, space_from_json
+from .errors import ReadError, SchemaError
+
+__all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
+
+BLOCK_BYTES = 32 << 20  # one batch read holds about this much (whole chunks of every leaf)
+CLOSED_ATTRIBUTE = "recorder_closed"
+
+
+# -- spaces from attributes ---------------------------------------------------------------
+
+
+def _json_attr(obj: h5py.HLObject, name: str) -> Any:
+    """A JSON attribute, or None when it is absent or not JSON (mbodied writes Python reprs)."""
+    raw = obj.attrs.get(name)
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        return json.loads(str(raw))
+    except ValueError:
+        return None
+
+
+def _scalar(value: Any) -> Any:
+    array = np.asarray(value)
+    return array.reshape(-1)[0].item() if array.size else None
+
+
+def _space_from_schema(schema: Any) -> spaces.Space[Any] | None:
+    """A space from a JSON Schema written by an earlier version (Tuple items, Dict order)."""
+    if not isinstance(schema, Mapping):
+        return None
+    kind = schema.get("type")
+    if kind == "object":
+        children = {
+            key: _space_from_schema(sub) for key, sub in schema.get("properties", {}).items()
+        }
+        if any(child is None for child in children.values()):
+            return None
+        return spaces.Dict(children)  # type: ignore[arg-type]
+    if kind == "integer" and "minimum" in schema and "maximum" in schema and "dtype" not in schema:
+        low = int(schema["minimum"])
+        return spaces.Discrete(int(schema["maximum"]) - low + 1, start=low)
+    if kind == "string":
+        return spaces.Text(
+            int(schema.get("maxLength", TEXT_MAX_LENGTH)),
+            min_length=int(schema.get("minLength", 1)),
+        )
+    if kind == "array" and "prefixItems" in schema:
+        items = [_space_from_schema(sub) for sub in schema["prefixItems"]]
+        if any(item is None for item in items):
+            return None
+        return spaces.Tuple(items)  # type: ignore[arg-type]
+    shape: list[int] = []
+    while isinstance(schema, Mapping) and schema.get("type") == "array" and "items" in schema:
+        shape.append(int(schema.get("maxItems", 0)))
+        schema = schema["items"]
+    if isinstance(schema, Mapping) and "dtype" in schema:
+        dtype = np.dtype(schema["dtype"])
+        if schema.get("minimum") == 0 and schema.get("maximum") == 1 and dtype == np.int8:
+            return spaces.MultiBinary(shape)
+        low, high = _full_range(dtype)
+        return spaces.Box(low, high, tuple(shape), dtype)
+    return None
+
+
+def _full_range(dtype: np.dtype[Any]) -> tuple[Any, Any]:
+    if dtype.kind == "f":
+        return -np.inf, np.inf
+    if dtype.kind == "b":
+        return 0, 1
+    info = np.iinfo(dtype)
+    return info.min, info.max
+
+
+def _legacy_space(obj: h5py.Group | h5py.Dataset) -> spaces.Space[Any]:
+    """A space from the reference layout's attributes (files without ``recorder_space``).
+
+    Exact where the attributes say everything; Box bounds are the first element of each
+    (all the reference keeps), broadcast over the shape.
+    """
+    attrs = obj.attrs
+    kind = attrs.get("space_type")
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    schema = _json_attr(obj, "json_schema")
+    if isinstance(obj, h5py.Group):
+        order = list(schema.get("properties", {})) if isinstance(schema, Mapping) else []
+        keys = [key for key in order if key in obj] + [key for key in obj if key not in order]
+        return spaces.Dict({key: _space_of(obj[key]) for key in keys})
+    dtype = obj.dtype
+    row_shape = tuple(obj.shape[1:])
+    if kind == "Discrete":
+        start = int(schema["minimum"]) if isinstance(schema, Mapping) and "minimum" in schema else 0
+        return spaces.Discrete(int(_scalar(attrs["n"])), start=start)
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.asarray(attrs["nvec"]), dtype=dtype)
+    if kind == "MultiBinary":
+        n = np.asarray(attrs["n"])
+        return spaces.MultiBinary(int(n) if n.ndim == 0 else n.tolist())
+    if kind == "Text":
+        minimum = int(schema.get("minLength", 1)) if isinstance(schema, Mapping) else 1
+        return spaces.Text(int(_scalar(attrs["max_length"])), min_length=minimum)
+    if kind == "Tuple":
+        rebuilt = _space_from_schema(schema)
+        if rebuilt is not None:
+            return rebuilt
+        length = int(_scalar(attrs.get("tuple_length", 0)))
+        # the reference writes no item spaces: each item is read back as JSON gives it
+        return spaces.Tuple([spaces.Text(TEXT_MAX_LENGTH) for _ in range(length)])
+    if h5py.check_string_dtype(dtype) is not None:
+        return spaces.Text(TEXT_MAX_LENGTH)
+    if dtype.kind not in "biuf":
+        raise SchemaError(f"{obj.name}: cannot read a dataset of dtype {dtype}")
+    shape = tuple(int(size) for size in attrs["shape"]) if "shape" in attrs else row_shape
+    low, high = _full_range(dtype)
+    if "low" in attrs and "high" in attrs:
+        low, high = _scalar(attrs["low"]), _scalar(attrs["high"])
+    return spaces.Box(
+        np.full(shape, low).astype(dtype),
+        np.full(shape, high).astype(dtype),
+        shape,
+        dtype,
+    )
+
+
+def _space_of(obj: h5py.Group | h5py.Dataset) -> spaces.Space[Any]:
+    description = _json_attr(obj, SPACE_ATTRIBUTE)
+    if isinstance(description, Mapping):
+        return space_from_json(description)
+    return _legacy_space(obj)
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+def _from_json(item: Any, space: spaces.Space[Any]) -> Any:
+    """One JSON-decoded item back into the type its space records."""
+    if isinstance(space, spaces.Dict) and isinstance(item, Mapping):
+        return {key: _from_json(item[key], sub) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple) and isinstance(item, list):
+        return tuple(_from_json(value, sub) for value, sub in zip(item, space.spaces, strict=False))
+    if isinstance(space, spaces.Discrete):
+        return int(item)
+    if isinstance(space, spaces.Box | spaces.MultiDiscrete | spaces.MultiBinary):
+        return np.asarray(item, dtype=space.dtype).reshape(space.shape)
+    return item
+
+
+def _leaf_kind(space: spaces.Space[Any]) -> str:
+    for kind, name in (
+        (spaces.Tuple, "tuple"),
+        (spaces.Text, "text"),
+        (spaces.Discrete, "discrete"),
+        (spaces.MultiDiscrete, "multidiscrete"),
+        (spaces.MultiBinary, "multibinary"),
+    ):
+        if isinstance(space, kind):
+            return name
+    return "box"
+
+
+class Column:
+    """One leaf of an episode, read lazily: ``column[i]``, ``column[a:b]``, ``column[[i, j]]``,
+    ``np.asarray(column)``.
+
+    Only rows below the episode's length are visible, and a selection reads only the chunks
+    that hold it. Strings come back as ``str`` (object arrays for several rows), ``Tuple``
+    values as tuples decoded from their JSON.
+    """
+
+    def __init__(self, name: str, dataset: h5py.Dataset, space: spaces.Space[Any], rows: int):
+        self.name = name
+        self.dataset = dataset
+        self.space = space
+        self.kind = _leaf_kind(space)
+        self._rows = rows
+        self.is_string = h5py.check_string_dtype(dataset.dtype) is not None
+        self.dtype: np.dtype[Any] = np.dtype(object) if self.is_string else dataset.dtype
+        self.row_shape: tuple[int, ...] = tuple(dataset.shape[1:])
+        self.chunk_rows = int(dataset.chunks[0]) if dataset.chunks else max(1, rows)
+        itemsize = 16 if self.is_string else dataset.dtype.itemsize
+        self.row_bytes = itemsize * math.prod(self.row_shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._rows, *self.row_shape)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __repr__(self) -> str:
+        return f"<Column {self.name!r} shape={self.shape} dtype={self.dtype}>"
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
+        data = self.read(0, self._rows)
+        return data if dtype is None else data.astype(dtype)
+
+    def read(self, start: int, stop: int) -> np.ndarray[Any, Any]:
+        """Rows ``[start, stop)`` (clipped to the episode), decoded."""
+        start, stop = max(0, start), min(stop, self._rows)
+        if stop <= start:
+            return np.empty((0, *self.row_shape), self.dtype)
+        return self._decode(self.dataset[start:stop])
+
+    def _decode(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if not self.is_string:
+            return raw
+        out = np.empty(raw.shape, object)
+        flat = raw.reshape(-1)
+        target = out.reshape(-1)
+        for position, item in enumerate(flat):
+            target[position] = self._decode_one(item)
+        return out
+
+    def _decode_one(self, item: Any) -> Any:
+        text = item.decode() if isinstance(item, bytes) else str(item)
+        if self.kind != "tuple":
+            return text
+        value = json.loads(text)
+        if isinstance(value, Mapping) and "item" in value:
+            value = value["item"]
+        return _from_json(value, self.space) if isinstance(value, list) else value
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple):
+            first, rest = key[0], key[1:]
+            return self[first][(slice(None), *rest) if not _is_int(first) else rest]
+        if _is_int(key):
+            index = int(key)
+            if index < 0:
+                index += self._rows
+            if not 0 <= index < self._rows:
+                raise IndexError(f"{self.name}: step {key} out of range for {self._rows} steps")
+            value = self.dataset[index]
+            return self._decode_one(value) if self.is_string else value
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._rows)
+            if step == 1:
+                return self.read(start, stop)
+            if step > 0:
+                return self.read(start, stop)[::step]
+            return self[np.arange(start, stop, step)]
+        return self._take(np.asarray(key), key)
+
+    def _take(self, index: np.ndarray[Any, Any], key: Any) -> np.ndarray[Any, Any]:
+        if index.dtype == bool:
+            if index.shape != (self._rows,):
+                raise IndexError(f"{self.name}: a mask of {index.shape} for {self._rows} steps")
+            index = np.flatnonzero(index)
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"{self.name}: cannot index with {key!r}")
+        index = np.where(index < 0, index + self._rows, index)
+        if index.size and (index.min() < 0 or index.max() >= self._rows):
+            raise IndexError(f"{self.name}: steps {key!r} out of range for {self._rows} steps")
+        if index.size == 0:
+            return np.empty((*index.shape, *self.row_shape), self.dtype)
+        unique, inverse = np.unique(index.reshape(-1), return_inverse=True)
+        taken = self._decode(self.dataset[unique])
+        result: np.ndarray[Any, Any] = taken[inverse].reshape(*index.shape, *self.row_shape)
+        return result
+
+    def iter_chunks(self) -> Iterator[np.ndarray[Any, Any]]:
+        """The rows chunk by chunk, as stored."""
+        for start in range(0, self._rows, self.chunk_rows):
+            yield self.read(start, start + self.chunk_rows)
+
+
+def _is_int(key: Any) -> bool:
+    return isinstance(key, int | np.integer) and not isinstance(key, bool)
+
+
+@dataclass(frozen=True)
+class Time:
+    """Each step's time: ``monotonic_ns`` (when ``record()`` stored it, the clock of
+    ``time.monotonic_ns()``) and ``wall_ns`` (the same instant, Unix epoch nanoseconds)."""
+
+    monotonic_ns: Column
+    wall_ns: Column
+
+    def seconds(self) -> np.ndarray[Any, Any]:
+        """Seconds since the first step (float64), from the monotonic clock."""
+        stamps = np.asarray(self.monotonic_ns)
+        if not stamps.size:
+            return np.zeros(0)
+        seconds: np.ndarray[Any, Any] = (stamps - stamps[0]).astype(np.float64) / 1e9
+        return seconds
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a recording went well, from the file's attributes and layout.
+
+    ``problems`` lists, in words, everything that makes the recording unhealthy: steps dropped,
+    PNG frames missing, rows past ``size`` (a crash: ``h5recorder recover``), a file not
+    closed by ``close()``. ``ok`` is true when there are none.
+    """
+
+    size: int
+    closed: bool | None
+    rows_past_size: dict[str, int]
+    drops: int
+    waits: int
+    missing_values: int
+    frames_missing: list[str]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _walk(
+    node: h5py.Group | h5py.Dataset, name: str, found: list[tuple[str, h5py.Dataset]]
+) -> None:
+    if isinstance(node, h5py.Dataset):
+        found.append((name, node))
+        return
+    for key in node:
+        _walk(node[key], f"{name}/{key}", found)
+
+
+def _order(space: spaces.Space[Any], name: str) -> list[str]:
+    if isinstance(space, spaces.Dict):
+        return [leaf for key, sub in space.spaces.items() for leaf in _order(sub, f"{name}/{key}")]
+    return [name]
+
+
+def _sub_space(space: spaces.Space[Any], path: Sequence[str]) -> spaces.Space[Any]:
+    for key in path:
+        assert isinstance(space, spaces.Dict)
+        space = space.spaces[key]
+    return space
+
+
+class Episode:
+    """An open recording. Use :func:`h5recorder.open`; see its docstring."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.file = _open_file(self.path)
+        try:
+            self._load()
+        except Exception:
+            self.file.close()
+            raise
+
+    def _load(self) -> None:
+        file = self.file
+        attrs = file.attrs
+        roots = [key for key in ROOTS if key in file] + sorted(
+            key for key in file if key not in ROOTS
+        )
+        if not roots:
+            raise ReadError(
+                f"{self.path}: no observation, action, state or supervision in this file; "
+                "it was not written by a recorder (or no space was ever configured)"
+            )
+        datasets: list[tuple[str, h5py.Dataset]] = []
+        for root in roots:
+            _walk(file[root], root, datasets)
+        rows = {name: int(dataset.shape[0]) if dataset.shape else 0 for name, dataset in datasets}
+        self._notes: list[str] = []
+        self._problems: list[str] = []
+        if "size" in attrs:
+            self.size = int(_scalar(attrs["size"]))
+        else:
+            self.size = min(rows.values()) if rows else 0
+            self._notes.append(f"no 'size' attribute: {self.size} steps taken from the datasets")
+        short = {name: count for name, count in rows.items() if count < self.size}
+        if short:
+            self._problems.append(
+                f"'size' says {self.size} steps but {len(short)} datasets hold fewer "
+                f"(e.g. {next(iter(short))}: {next(iter(short.values()))}); reading those only"
+            )
+        self.length = min([self.size, *rows.values()])
+        self.rows_past_size = {name: count - self.size for name, count in rows.items()
+                               if count > self.size}
+        try:
+            self.spaces: dict[str, spaces.Space[Any]] = {root: _space_of(file[root])
+                                                         for root in roots}
+        except (KeyError, ValueError, TypeError) as error:
+            raise ReadError(f"{self.path}: cannot rebuild the spaces from the attributes "
+                            f"({error!r})") from error
+        by_name = dict(datasets)
+        self.columns: dict[str, Column] = {}
+        for root, space in self.spaces.items():
+            for name in _order(space, root):
+                parts = name.split("/")
+                self.columns[name] = Column(
+                    name, by_name[name], _sub_space(space, parts[1:]), self.length
+                )
+        self.time: Time | None = self._load_time()
+        self.status: dict[str, Any] | None = _json_attr(file, "recorder_status")
+        self.options: dict[str, Any] | None = _json_attr(file, "recorder_options")
+        version = attrs.get("recorder_version")
+        self.version: str | None = (
+            version.decode() if isinstance(version, bytes) else None if version is None
+            else str(version)
+        )
+        self._template = self._step_template()
+
+    def _load_time(self) -> Time | None:
+        reference = self.file.attrs.get(TIME_ATTRIBUTE)
+        if not isinstance(reference, h5py.Reference) or not reference:
+            return None
+        try:
+            group = self.file[reference]
+            columns = [
+                Column(name, group[name], spaces.Box(0, 0, (), np.int64), self.length)
+                for name in ("monotonic_ns", "wall_ns")
+            ]
+        except (KeyError, ValueError, OSError) as error:
+            self._problems.append(f"the time columns cannot be read ({error})")
+            return None
+        short = [column.name for column in columns if column.dataset.shape[0] < self.length]
+        if short:
+            self._problems.append(f"the time columns {short} hold fewer rows than the steps")
+            return None
+        return Time(*columns)
+
+    # -- the mapping and sequence faces --------------------------------------------------
+
+    @property
+    def space(self) -> spaces.Dict:
+        """Every root space in one ``Dict``."""
+        return spaces.Dict(self.spaces)
+
+    def keys(self) -> list[str]:
+        """Leaf names (``"observation/image"``), in the order of the spaces."""
+        return list(self.columns)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            try:
+                return self.columns[key]
+            except KeyError:
+                raise KeyError(f"{key!r}: not a leaf of {self.path.name}; "
+                               f"the leaves are {self.keys()}") from None
+        if not _is_int(key):
+            raise TypeError(f"an episode is indexed by a step (int) or a leaf name, got {key!r}")
+        index = int(key)
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"step {key} out of range for {self.length} steps")
+        return self._step({name: column[index] for name, column in self.columns.items()})
+
+    def _step_template(self) -> list[tuple[str, Any]]:
+        def node(space: spaces.Space[Any], name: str) -> Any:
+            if isinstance(space, spaces.Dict):
+                return [(key, node(sub, f"{name}/{key}")) for key, sub in space.spaces.items()]
+            return name
+
+        return [(root, node(space, root)) for root, space in self.spaces.items()]
+
+    def _step(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        def build(node: Any) -> Any:
+            if isinstance(node, str):
+                return values[node]
+            return {key: build(child) for key, child in node}
+
+        return {root: build(node) for root, node in self._template}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every step as nested dicts, read a block of whole chunks at a time."""
+        names = list(self.columns)
+        for batch in self.batches(include_time=False):
+            columns = [batch[name] for name in names]
+            for row in range(len(batch["step"])):
+                yield self._step(
+                    {name: column[row] for name, column in zip(names, columns, strict=True)}
+                )
+
+    def block_rows(self, names: Sequence[str]) -> int:
+        """Rows per batch: whole chunks of the largest-chunked leaf, about ``BLOCK_BYTES``."""
+        columns = [self.columns[name] for name in names]
+        if not columns:
+            return 1024
+        row_bytes = sum(column.row_bytes for column in columns) + 16
+        widest = max(column.chunk_rows for column in columns)
+        rows = max(1, BLOCK_BYTES // row_bytes)
+        if rows >= widest:
+            return rows - rows % widest
+        # whole chunks of the leaves whose chunks fit; the small-row leaves are cached by HDF5
+        fitting = [column.chunk_rows for column in columns if column.chunk_rows <= rows]
+        step = max(fitting) if fitting else 1
+        return max(step, rows - rows % step)
+
+    def batches(
+        self,
+        size: int | None = None,
+        keys: Sequence[str] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        include_time: bool = True,
+    ) -> Iterator[dict[str, np.ndarray[Any, Any]]]:
+        """Steps ``[start, stop)`` in batches: flat dicts of arrays, one entry per leaf.
+
+        Each batch holds ``"step"`` (int64 step numbers), ``"monotonic_ns"`` and
+        ``"wall_ns"`` when the file keeps each step's time, and one array per leaf name in
+        ``keys`` (default: every leaf), first axis the steps. ``size=None`` picks whole
+        chunks, about 32 MiB a batch.
+        """
+        names = list(self.columns) if keys is None else list(keys)
+        for name in names:
+            if name not in self.columns:
+                raise KeyError(f"{name!r}: not a leaf of {self.path.name}; the leaves are "
+                               f"{self.keys()}")
+        stop = self.length if stop is None else min(stop, self.length)
+        rows = self.block_rows(names) if size is None else int(size)
+        if rows < 1:
+            raise ValueError(f"size: expected at least 1, got {size}")
+        time = self.time if include_time else None
+        for first in range(max(0, start), stop, rows):
+            last = min(stop, first + rows)
+            batch: dict[str, np.ndarray[Any, Any]] = {
+                "step": np.arange(first, last, dtype=np.int64)
+            }
+            if time is not None:
+                batch["monotonic_ns"] = time.monotonic_ns.read(first, last)
+                batch["wall_ns"] = time.wall_ns.read(first, last)
+            for name in names:
+                batch[name] = self.columns[name].read(first, last)
+            yield batch
+
+    # -- what the recorder left beside the data -----------------------------------------
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.path.with_name(self.path.stem + "_frames")
+
+    def frame_folders(self) -> dict[str, Path]:
+        """The PNG folder of each saved leaf, from the ``recorder_frames`` attribute.
+
+        Files without it (mbodied's, or no key saved): ``<stem>_frames`` for a leaf named
+        ``image`` when that folder holds PNG files.
+        """
+        info = _json_attr(self.file, "recorder_frames")
+        if isinstance(info, Mapping) and info.get("keys"):
+            keys = [str(key) for key in info["keys"]]
+            if len(keys) == 1:
+                return {keys[0]: self.frames_dir}
+            return {key: self.frames_dir.joinpath(*key.split("/")) for key in keys}
+        images = [name for name in self.columns if name.rsplit("/", 1)[-1] == "image"]
+        if len(images) == 1 and any(self.frames_dir.glob("*.png")):
+            return {images[0]: self.frames_dir}
+        return {}
+
+    @property
+    def frames(self) -> dict[str, list[Path]]:
+        """Each saved leaf's PNG files that exist, in step order (missing ones left out)."""
+        found: dict[str, list[Path]] = {}
+        for name, folder in self.frame_folders().items():
+            present = set(os.listdir(folder)) if folder.is_dir() else set()
+            found[name] = [
+                folder / f"{index}.png" for index in range(self.length) if f"{index}.png" in present
+            ]
+        return found
+
+    def frame_path(self, name: str, index: int) -> Path:
+        """Where the PNG of leaf ``name`` at step ``index`` is (or would be)."""
+        folders = self.frame_folders()
+        if name not in folders:
+            raise KeyError(f"{name!r}: no PNG frames are saved for it; saved: {list(folders)}")
+        return folders[name] / f"{index}.png"
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each leaf's ``stats_*`` attributes (``save_stats()`` and ``close()`` store them)."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, column in self.columns.items():
+            values = {
+                key[len("stats_") :]: value
+                for key, value in column.dataset.attrs.items()
+                if key.startswith("stats_")
+            }
+            if values:
+                found[name] = values
+        return found
+
+    @property
+    def closed(self) -> bool | None:
+        """True when ``close()`` finished the file; False when the recording never got there
+        (a crash, or still running); None for files that cannot say (older versions,
+        mbodied's)."""
+        attrs = self.file.attrs
+        if CLOSED_ATTRIBUTE in attrs:
+            return bool(attrs[CLOSED_ATTRIBUTE])
+        if TIME_ATTRIBUTE in attrs or (self.rows_past_size and "recorder_version" in attrs):
+            return False  # this version marks a clean close; earlier ones trim to size
+        return None
+
+    @property
+    def health(self) -> Health:
+        status = self.status or {}
+        closed = self.closed
+        problems = list(self._problems)
+        notes = list(self._notes)
+        drops = int(status.get("drops", 0))
+        waits = int(status.get("waits", 0))
+        missing_values = int(status.get("missing_values", 0))
+        frames_missing = self.missing_frames()
+        if drops:
+            problems.append(f"{drops} steps were dropped (on_full='drop')")
+        if frames_missing:
+            problems.append(f"{len(frames_missing)} PNG frames are missing "
+                            f"(e.g. {frames_missing[0]})")
+        if self.rows_past_size:
+            name, extra = next(iter(self.rows_past_size.items()))
+            if "recorder_version" in self.file.attrs:
+                problems.append(
+                    f"{len(self.rows_past_size)} datasets hold rows past size={self.size} "
+                    f"(e.g. {name}: {extra} more); the recorder did not finish: run "
+                    f"'h5recorder recover {self.path}'"
+                )
+            else:
+                problems.append(
+                    f"{len(self.rows_past_size)} datasets hold rows past size={self.size} "
+                    f"(e.g. {name}: {extra} more; mbodied's recorder over-allocates); "
+                    "they are not read"
+                )
+        if closed is False and not self.rows_past_size:
+            problems.append("the recorder did not close this file (killed, or still recording); "
+                            f"run 'h5recorder recover {self.path}' once it is not running")
+        if closed is None and "recorder_version" in self.file.attrs:
+            notes.append("this version of the recorder does not mark a clean close")
+        if waits:
+            notes.append(f"record() waited {waits} times for room in the ring")
+        if missing_values:
+            notes.append(f"{missing_values} values were missing and hold their fill value")
+        return Health(
+            size=self.size,
+            closed=closed,
+            rows_past_size=dict(self.rows_past_size),
+            drops=drops,
+            waits=waits,
+            missing_values=missing_values,
+            frames_missing=frames_missing,
+            problems=problems,
+            notes=notes,
+        )
+
+    def missing_frames(self) -> list[str]:
+        """PNG files of saved leaves that are not on disk (listed by the recorder, or absent)."""
+        info = _json_attr(self.file, "recorder_frames")
+        if not isinstance(info, Mapping):
+            return []
+        listed = [str(path) for path in info.get("missing", [])]
+        absent: list[str] = []
+        if info.get("keys"):
+            for folder in self.frame_folders().values():
+                present = set(os.listdir(folder)) if folder.is_dir() else set()
+                absent += [
+                    str(folder / f"{index}.png")
+                    for index in range(self.length)
+                    if f"{index}.png" not in present
+                ]
+        names = {os.path.basename(path) for path in absent}
+        return absent + [path for path in listed if os.path.basename(path) not in names]
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Episode:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Episode {str(self.path)!r} ({self.length} steps, {len(self.columns)} leaves)>"
+
+
+def _open_file(path: Path) -> h5py.File:
+    if not path.exists():
+        raise ReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ReadError(f"{path}: is a folder, not a recording")
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        text = str(error)
+        if "unable to lock file" in text:
+            reason = ("it is open for writing (a recorder is still running); read it after "
+                      "close(), or after the process ended and 'h5recorder recover'")
+        elif "truncated file" in text:
+            reason = ("it is truncated: its recorder was killed before the first commit, and "
+                      "nothing in it can be read")
+        elif "file signature not found" in text:
+            reason = "it is not an HDF5 file"
+        else:
+            reason = f"HDF5 cannot open it ({text})"
+        raise ReadError(f"{path}: {reason}") from error
+
+
+def open_episode(path: str | os.PathLike[str]) -> Episode:
+    """Open a recording for reading.
+
+    Parameters
+    ----------
+    path
+        An ``.h5`` file written by h5recorder (any version) or by mbodied's ``Recorder``.
+        A file whose recorder was killed opens as it is: only the steps below ``size`` are
+        read, and :attr:`Episode.health` says it needs ``h5recorder recover``.
+
+    Returns
+    -------
+    Episode
+        A context manager. ``len(episode)`` steps; ``episode.spaces`` (rebuilt from the
+        attributes); ``episode["observation/image"]`` a lazy :class:`Column`;
+        ``episode[i]`` one step as nested dicts, as mbodied's ``Replayer`` yields it (``Text``
+        as ``str``, ``Tuple`` as a tuple); ``for step in episode`` and
+        ``episode.batches(...)`` read a block of whole chunks at a time; ``episode.time`` each
+        step's monotonic and wall-clock time (None for files that do not keep it);
+        ``episode.frames``, ``episode.stats``, ``episode.status``, ``episode.health``.
+
+    Raises
+    ------
+    ReadError
+        When the file is missing, not HDF5, truncated, still open for writing, or holds no
+        recording; the message says which.
+
+    Examples
+    --------
+    >>> with h5recorder.open("saved_datasets/episode.h5") as episode:  # doctest: +SKIP
+    ...     for batch in episode.batches(keys=["observation/image", "action"]):
+    ...         train(batch["observation/image"], batch["action"])
+    """
+    return Episode(path)
