@@ -1,5 +1,6 @@
 """The ``h5recorder`` command: ``demo`` records a few seconds of moving frames, ``recover``
-mends a file whose recorder was killed."""
+mends a file whose recorder was killed, ``inspect`` says what a recording holds and whether it
+went well, ``view`` shows it in the Rerun viewer."""
 
 from __future__ import annotations
 
@@ -117,6 +118,34 @@ def _recover(args: argparse.Namespace) -> int:
     return code
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from ._inspect import render, summarize
+    from ._read import open_episode
+    from .errors import ReadError
+
+    code = 0
+    summaries = []
+    for path in args.paths:
+        try:
+            with open_episode(path) as episode:
+                summary = summarize(episode)
+        except ReadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            summaries.append({"path": str(path), "error": str(error), "healthy": False})
+            code = 2
+            continue
+        summaries.append(summary)
+        if args.check and not summary["healthy"]:
+            code = max(code, 1)
+        if not args.json:
+            print(render(summary))
+    if args.json:
+        print(json.dumps(summaries if len(summaries) != 1 else summaries[0], indent=2))
+    return code
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import _bench
 
@@ -151,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     mend = sub.add_parser("recover", help="make a file left by a killed recorder consistent")
     mend.add_argument("paths", nargs="+", type=Path)
     mend.set_defaults(run=_recover)
+    look = sub.add_parser(
+        "inspect", help="what a recording holds and whether it went well"
+    )
+    look.add_argument("paths", nargs="+", type=Path)
+    look.add_argument("--json", action="store_true", help="one JSON object per file")
+    look.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a recording is unhealthy (drops, missing frames, rows past size, "
+        "not closed), 2 when a file cannot be read",
+    )
+    look.set_defaults(run=_inspect)
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )

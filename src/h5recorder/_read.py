@@ -32,6 +32,7 @@ __all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
 
 BLOCK_BYTES = 32 << 20  # one batch read holds about this much (whole chunks of every leaf)
 CLOSED_ATTRIBUTE = "recorder_closed"
+RECOVERED_ATTRIBUTE = "recorder_recovered"
 
 
 # -- spaces from attributes ---------------------------------------------------------------
@@ -623,7 +624,11 @@ class Episode:
         attrs = self.file.attrs
         if CLOSED_ATTRIBUTE in attrs:
             return bool(attrs[CLOSED_ATTRIBUTE])
-        if TIME_ATTRIBUTE in attrs or (self.rows_past_size and "recorder_version" in attrs):
+        if (
+            TIME_ATTRIBUTE in attrs
+            or RECOVERED_ATTRIBUTE in attrs
+            or (self.rows_past_size and "recorder_version" in attrs)
+        ):
             return False  # this version marks a clean close; earlier ones trim to size
         return None
 
@@ -656,7 +661,11 @@ class Episode:
                     f"(e.g. {name}: {extra} more; mbodied's recorder over-allocates); "
                     "they are not read"
                 )
-        if closed is False and not self.rows_past_size:
+        recovered = _json_attr(self.file, RECOVERED_ATTRIBUTE)
+        if closed is False and recovered is not None and not self.rows_past_size:
+            problems.append("the recorder did not close this file; 'h5recorder recover' mended "
+                            "it: the steps after its last commit are lost")
+        elif closed is False and not self.rows_past_size:
             problems.append("the recorder did not close this file (killed, or still recording); "
                             f"run 'h5recorder recover {self.path}' once it is not running")
         if closed is None and "recorder_version" in self.file.attrs:

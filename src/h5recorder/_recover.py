@@ -65,6 +65,10 @@ def recover(path: str | Path) -> RecoveryReport:
         raise RecoveryError(f"{path}: cannot open the file ({error})") from error
     with file:
         datasets = [d for d in _datasets(file) if d.shape and d.maxshape[0] is None]
+        time = file.attrs.get("recorder_time")
+        if isinstance(time, h5py.Reference) and time:  # per-step time, not linked from the root
+            group = file[time]
+            datasets += [group[name] for name in group if isinstance(group[name], h5py.Dataset)]
         size_before = int(file.attrs.get("size", 0))
         size = size_before
         for dataset in datasets:
@@ -76,6 +80,9 @@ def recover(path: str | Path) -> RecoveryReport:
                 trimmed[dataset.name or "?"] = dataset.shape[0] - size
                 dataset.resize(size, axis=0)
         file.attrs["size"] = size
+        file.attrs["recorder_recovered"] = json.dumps(
+            {"size_before": size_before, "size_after": size, "trimmed": trimmed}
+        )
         if "recorder_status" in file.attrs:
             status = json.loads(file.attrs["recorder_status"])
             status["rows_committed"] = size

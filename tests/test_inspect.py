@@ -1,0 +1,149 @@
+"""``h5recorder inspect``: what it prints, its JSON, and ``--check`` on healthy and unhealthy
+recordings (a crash not recovered, drops, missing frames), run as the command users run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from h5recorder import Recorder
+from h5recorder.workloads import photo_frames
+from tests.test_read import CRASH_CHILD
+
+
+def inspect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "h5recorder._cli", "inspect", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def inspect_json(path: Path) -> dict[str, Any]:
+    result = inspect("--json", str(path))
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+@pytest.fixture
+def clean_file(tmp_path) -> Path:
+    frames = photo_frames(8, 48, 64, seed=4)
+    space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+                         "joints": spaces.Box(-4, 4, (6,), np.float32),
+                         "note": spaces.Text(20)})
+    rng = np.random.default_rng(3)
+    with Recorder("clean", out_dir=str(tmp_path), observation_space=space,
+                  action_space=spaces.Discrete(4)) as recorder:
+        for i in range(120):
+            recorder.record({"image": frames[i % 8], "note": f"step {i}",
+                             "joints": rng.uniform(-4, 4, 6).astype(np.float32)}, i % 4)
+            time.sleep(0.001)
+    return recorder.filename
+
+
+def test_a_clean_recording_passes_check_and_says_what_it_holds(clean_file):
+    result = inspect("--check", str(clean_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    assert "closed cleanly" in text and "health        healthy" in text
+    assert "steps         120 in " in text and "steps/s" in text
+    assert "observation/image: 120 written, 0 missing" in text
+    assert "observation/image" in text and "48x64x3 uint8" in text
+    summary = inspect_json(clean_file)
+    assert summary["steps"] == 120 and summary["healthy"] and summary["closed_cleanly"]
+    timing = summary["timing"]
+    assert timing["source"] == "each step's time"
+    # every step slept 1 ms after record(): no interval is shorter, none absurdly long
+    assert 1000 <= timing["interval_p50_us"] < 50_000
+    assert 100 < timing["steps_per_s"] < 1000
+    image = summary["leaves"]["observation/image"]
+    assert image["shape"] == [48, 64, 3] and image["dtype"] == "uint8"
+    assert image["bytes_raw"] == 120 * 48 * 64 * 3
+    assert 0 < image["bytes_on_disk"] and image["ratio"] == pytest.approx(
+        image["bytes_raw"] / image["bytes_on_disk"], rel=1e-3
+    )
+    assert image["stats"]["count"] == 120 and len(image["stats"]["mean"]) == 3
+    assert summary["leaves"]["action"]["space"] == "Discrete 0..3"
+    assert summary["leaves"]["action"]["stats"]["value_counts"] == [30, 30, 30, 30]
+    assert summary["frames"]["observation/image"] == {
+        "folder": str(clean_file.with_name("clean_frames")), "written": 120, "missing": 0
+    }
+
+
+def test_check_fails_on_a_crashed_file_until_and_after_recover(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    path = tmp_path / "crash.h5"
+    result = inspect("--check", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT closed cleanly" in result.stdout and "UNHEALTHY" in result.stdout
+    assert "recover" in result.stdout
+    mended = subprocess.run([sys.executable, "-m", "h5recorder._cli", "recover", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert mended.returncode == 0, mended.stderr
+    result = inspect("--check", "--json", str(path))
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["closed_cleanly"] is False
+    assert any("mended" in problem for problem in summary["problems"]), summary["problems"]
+    assert not any("past size" in problem for problem in summary["problems"])
+
+
+def test_check_fails_when_steps_were_dropped(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.random((8, 4096))
+    space = spaces.Dict({"x": spaces.Box(-np.inf, np.inf, (4096,), np.float64)})
+    with Recorder("drops", out_dir=str(tmp_path), observation_space=space, on_full="drop",
+                  buffer_bytes=1 << 16, compression="gzip", compression_level=9) as recorder:
+        for i in range(400):
+            recorder.record({"x": rows[i % 8]})
+    assert recorder.status().drops > 0, "a ring of 16 slots behind gzip 9 should drop steps"
+    result = inspect("--check", str(recorder.filename))
+    assert result.returncode == 1
+    assert f"{recorder.status().drops} steps were dropped" in result.stdout
+
+
+def test_check_fails_when_frames_are_missing(tmp_path):
+    frames = photo_frames(8, 240, 320)
+    space = spaces.Dict({"image": spaces.Box(0, 255, (240, 320, 3), np.uint8)})
+    with Recorder("behind", out_dir=str(tmp_path), observation_space=space,
+                  frames="best-effort", frame_workers=1,
+                  buffer_bytes=24 * 240 * 320 * 3) as recorder:
+        for i in range(200):
+            recorder.record({"image": frames[i % 8]})
+    missing = len(recorder.missing_frames)
+    assert missing > 0, "the encoders should have fallen behind"
+    result = inspect("--check", str(recorder.filename))
+    assert result.returncode == 1
+    assert f"{missing} PNG frames are missing" in result.stdout
+    assert f"observation/image: {200 - missing} written, {missing} missing" in result.stdout
+
+
+def test_a_frame_deleted_after_recording_counts_as_missing(clean_file):
+    (clean_file.with_name("clean_frames") / "57.png").unlink()
+    result = inspect("--check", str(clean_file))
+    assert result.returncode == 1
+    assert "1 PNG frames are missing" in result.stdout and "57.png" in result.stdout
+
+
+def test_files_it_cannot_read_exit_2_and_the_others_are_still_shown(tmp_path, clean_file):
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_bytes(b"\x00" * 4096)
+    result = inspect("--check", str(bogus), str(clean_file))
+    assert result.returncode == 2
+    assert "bogus.h5: it is not an HDF5 file" in result.stderr
+    assert "closed cleanly" in result.stdout
