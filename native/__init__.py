@@ -4,6 +4,20 @@ Installed as ``h5recorder.native``. Every kernel is compiled by numba with ``cac
 ``nogil=True``, so the writer thread runs them while the caller keeps recording.
 """
 
-from .kernels import count_values, fold_rows, fold_small_ints, merge_intervals, warm_up
+from .kernels import (
+    count_values,
+    fold_rows,
+    histogram_rows,
+    merge_intervals,
+    sketch_rows,
+    warm_up,
+)
 
-__all__ = ["count_values", "fold_rows", "fold_small_ints", "merge_intervals", "warm_up"]
+__all__ = [
+    "count_values",
+    "fold_rows",
+    "histogram_rows",
+    "merge_intervals",
+    "sketch_rows",
+    "warm_up",
+]

@@ -2,7 +2,13 @@
 
 Statistics are merged block by block: a block's mean and sum of squared deviations are
 computed from the block itself (two passes over data already in cache), then merged into
-the running totals with Chan's formula, so no mean of squares is ever subtracted.
+the running totals with Chan's formula, so no mean of squares is ever subtracted. Integers
+of at most 16 bits are counted into histograms instead (exact moments and quantiles); other
+numbers also feed a compactor sketch whose rank error is counted as it compacts.
+
+A kernel that indexes a table by a value checks that the value is inside the table: per
+value (``count_values``), or once for all when the table covers every value of the dtype
+(``histogram_rows``). A wrong offset must raise, never write past an array.
 """
 
 from __future__ import annotations
@@ -70,14 +76,21 @@ def _merge(n, mean, m2, low, high, count, block_mean, block_m2, block_low, block
     n[0] = total
 
 
-@njit(**_OPTIONS)
-def fold_small_ints(ring, start, count, out, out_row, width, sums, squares, low, high):  # type: ignore[no-untyped-def]
-    """``fold_rows`` for integers of at most 16 bits: exact int64 sums of values and squares.
+TABLES = 4  # histogram copies filled in turn, so that equal neighbours do not wait on each other
 
-    The caller turns ``sums`` and ``squares`` into the block's mean and sum of squared
-    deviations with exact integer arithmetic, then merges; blocks are kept small enough
-    that the squares cannot overflow.
+
+@njit(**_OPTIONS)
+def histogram_rows(ring, start, count, out, out_row, width, histogram):  # type: ignore[no-untyped-def]
+    """``fold_rows`` for unsigned integers of at most 16 bits: count every value.
+
+    Element ``j`` of a row adds one to ``histogram[t * width + j % width, value]``, the copy
+    ``t`` taking the pixels in turn (the caller adds the ``TABLES`` copies up). The histogram
+    gives exact moments and exact quantiles; signed data is counted through an unsigned view.
+    Bounds are checked once: the table must have a column for every value of the ring's
+    dtype, so no value can index past it. Returns False (counting nothing) when it has not.
     """
+    if histogram.shape[1] < (1 << (8 * ring.itemsize)) or histogram.shape[0] < TABLES * width:
+        return False
     capacity, row_size = ring.shape
     per_row = row_size // width
     copy = out.shape[0] > 0
@@ -86,59 +99,133 @@ def fold_small_ints(ring, start, count, out, out_row, width, sums, squares, low,
         if copy:
             out[out_row + i, :] = ring[src, :]
         row = ring[src]
-        if width == 3:  # RGB: one pass with the three channels in registers
-            _fold_rgb(row, per_row, sums, squares, low, high)
-            continue
-        for k in range(width):
-            total = np.int64(0)
-            square = np.int64(0)
-            lo = low[k]
-            hi = high[k]
+        if width == 3:  # RGB, unrolled over four pixels
+            whole = per_row - per_row % 4
+            for b in range(0, 3 * whole, 12):
+                histogram[0, row[b]] += 1
+                histogram[1, row[b + 1]] += 1
+                histogram[2, row[b + 2]] += 1
+                histogram[3, row[b + 3]] += 1
+                histogram[4, row[b + 4]] += 1
+                histogram[5, row[b + 5]] += 1
+                histogram[6, row[b + 6]] += 1
+                histogram[7, row[b + 7]] += 1
+                histogram[8, row[b + 8]] += 1
+                histogram[9, row[b + 9]] += 1
+                histogram[10, row[b + 10]] += 1
+                histogram[11, row[b + 11]] += 1
+            for b in range(3 * whole, row_size):
+                histogram[b % 3, row[b]] += 1
+        elif width == 1:  # gray, depth, scalars
+            whole = row_size - row_size % 4
+            for b in range(0, whole, 4):
+                histogram[0, row[b]] += 1
+                histogram[1, row[b + 1]] += 1
+                histogram[2, row[b + 2]] += 1
+                histogram[3, row[b + 3]] += 1
+            for b in range(whole, row_size):
+                histogram[0, row[b]] += 1
+        else:
+            j = 0
             for p in range(per_row):
-                x = np.int64(row[p * width + k])
-                total += x
-                square += x * x
-                lo = min(lo, x)
-                hi = max(hi, x)
-            sums[k] += total
-            squares[k] += square
-            low[k] = lo
-            high[k] = hi
+                table = (p % TABLES) * width
+                for k in range(width):
+                    histogram[table + k, row[j]] += 1
+                    j += 1
+    return True
 
 
 @njit(**_OPTIONS)
-def _fold_rgb(row, pixels, sums, squares, low, high):  # type: ignore[no-untyped-def]
-    r_sum = g_sum = b_sum = r_sq = g_sq = b_sq = np.int64(0)
-    r_lo, g_lo, b_lo = low[0], low[1], low[2]
-    r_hi, g_hi, b_hi = high[0], high[1], high[2]
-    for p in range(pixels):
-        r = np.int64(row[3 * p])
-        g = np.int64(row[3 * p + 1])
-        b = np.int64(row[3 * p + 2])
-        r_sum += r
-        g_sum += g
-        b_sum += b
-        r_sq += r * r
-        g_sq += g * g
-        b_sq += b * b
-        r_lo, g_lo, b_lo = min(r_lo, r), min(g_lo, g), min(b_lo, b)
-        r_hi, g_hi, b_hi = max(r_hi, r), max(g_hi, g), max(b_hi, b)
-    sums[0] += r_sum
-    sums[1] += g_sum
-    sums[2] += b_sum
-    squares[0] += r_sq
-    squares[1] += g_sq
-    squares[2] += b_sq
-    low[0], low[1], low[2] = r_lo, g_lo, b_lo
-    high[0], high[1], high[2] = r_hi, g_hi, b_hi
+def sketch_rows(ring, start, count, width, levels, fills, passes, errors, counts):  # type: ignore[no-untyped-def]
+    """Add ``count`` ring rows (2-D, wrapping) from ``start`` to one quantile sketch per column.
+
+    A deterministic compactor per column (element ``j`` of a row feeds column ``j % width``):
+    ``levels[c, h]`` holds up to ``k`` items of weight ``2**h``. When level 0 fills it is
+    sorted and every other item (even and odd positions in turn) moves up as one item of
+    twice the weight; a level that receives a second sorted run merges the two and compacts
+    the same way. Each compaction at level ``h`` moves the estimated rank of any value by at
+    most ``2**h``: ``errors[c]`` adds that up, so it bounds the rank error of the column
+    exactly. NaN is skipped; ``counts[c]`` counts the values added. Returns -1, or the
+    column whose levels ran out (the caller allocates more levels before calling).
+    """
+    capacity, row_size = ring.shape
+    k = levels.shape[2]
+    half = k // 2
+    per_row = row_size // width
+    run = np.empty(half, levels.dtype)
+    merged = np.empty(k, levels.dtype)
+    for i in range(count):
+        row = ring[(start + i) % capacity]
+        j = 0
+        for _ in range(per_row):
+            for c in range(width):
+                x = row[j]
+                j += 1
+                if x != x:
+                    continue
+                fill = fills[c, 0]
+                levels[c, 0, fill] = x
+                counts[c] += 1
+                if fill + 1 < k:
+                    fills[c, 0] = fill + 1
+                    continue
+                fills[c, 0] = 0
+                bottom = levels[c, 0]
+                bottom.sort()
+                offset = passes[c, 0] & 1
+                passes[c, 0] += 1
+                for t in range(half):
+                    run[t] = bottom[2 * t + offset]
+                errors[c] += 1.0
+                if not _push(levels[c], fills[c], passes[c], run, merged, errors, c):
+                    return c
+    return -1
+
+
+@njit(**_OPTIONS)
+def _push(levels, fills, passes, run, merged, errors, c):  # type: ignore[no-untyped-def]
+    """Add the sorted ``run`` (half a level) to level 1, compacting upwards while levels fill."""
+    half = run.shape[0]
+    for h in range(1, levels.shape[0]):
+        if fills[h] == 0:
+            levels[h, :half] = run
+            fills[h] = half
+            return True
+        stored = levels[h]
+        i = 0
+        j = 0
+        for t in range(2 * half):
+            if j >= half or (i < half and stored[i] <= run[j]):
+                merged[t] = stored[i]
+                i += 1
+            else:
+                merged[t] = run[j]
+                j += 1
+        offset = passes[h] & 1
+        passes[h] += 1
+        for t in range(half):
+            run[t] = merged[2 * t + offset]
+        fills[h] = 0
+        errors[c] += 2.0**h
+    return False
 
 
 @njit(**_OPTIONS)
 def count_values(ring, start, count, offset, counts):  # type: ignore[no-untyped-def]
-    """Add to ``counts[v - offset]`` for each of ``count`` values of ``ring`` from ``start``."""
+    """Add to ``counts[v - offset]`` for each of ``count`` values of ``ring`` from ``start``.
+
+    Returns -1, or a value outside the table (nothing after it is counted): the index is
+    checked, never trusted, since a wrong ``offset`` would otherwise write past ``counts``.
+    """
     capacity = ring.shape[0]
+    bins = counts.shape[0]
     for i in range(count):
-        counts[ring[(start + i) % capacity] - offset] += 1
+        v = ring[(start + i) % capacity]
+        index = v - offset
+        if index < 0 or index >= bins:
+            return v
+        counts[index] += 1
+    return -1
 
 
 BINS_PER_OCTAVE = 16
@@ -177,15 +264,22 @@ def warm_up(dtypes: list[np.dtype]) -> None:  # type: ignore[type-arg]
     for dtype in dtypes:
         ring = np.zeros((2, 1), dtype)
         if dtype.kind in "iub" and dtype.itemsize <= 2:
-            ints = (
-                np.zeros(1, np.int64),
-                np.zeros(1, np.int64),
-                np.zeros(1, np.int64),
-                np.zeros(1, np.int64),
-            )
-            fold_small_ints(ring, 1, 2, np.zeros((2, 1), dtype), 0, 1, *ints)
+            unsigned = np.dtype(f"u{dtype.itemsize}")
+            table = np.zeros((TABLES, 1 << (8 * dtype.itemsize)), np.int64)
+            histogram_rows(ring.view(unsigned), 1, 2, np.zeros((2, 1), unsigned), 0, 1, table)
         else:
             fold_rows(ring, 1, 2, np.zeros((2, 1), dtype), 0, 1, *stats)
+            sketch_rows(
+                ring,
+                1,
+                2,
+                1,
+                np.zeros((1, 2, 4), dtype),
+                np.zeros((1, 2), np.int64),
+                np.zeros((1, 2), np.int64),
+                np.zeros(1),
+                np.zeros(1, np.int64),
+            )
         if dtype.kind in "iu" and dtype.itemsize == 8:
             count_values(ring[:, 0], 0, 2, 0, np.zeros(1, np.int64))
     merge_intervals(np.ones(2, np.int64), 0, 2, 0, np.zeros(4, np.int64))

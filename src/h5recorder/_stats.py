@@ -1,14 +1,24 @@
 """Running statistics of every leaf, kept by the writer as rows leave the ring.
 
-Numeric leaves keep count, min, max, mean and the sum of squared deviations per statistic
-column (per channel for images, per element otherwise), updated by ``native.fold_rows``.
-``Discrete`` leaves also count each value. ``save_stats()`` reads these totals: it never
-re-reads the file.
+Each statistic column (per channel for images, per element otherwise) keeps count, min, max,
+mean, the sum of squared deviations and a quantile summary that merges across episodes:
+
+- integers of at most 16 bits (images, depth, flags) keep an exact histogram
+  (``native.histogram_rows``): moments from it are exact, and so are their quantiles;
+- everything else keeps Chan merges of block moments (``native.fold_rows``) and a
+  deterministic compactor sketch (``native.sketch_rows``) whose rank error is counted as it
+  goes, so each stored summary carries a bound that holds, not an estimate.
+
+``save_stats()`` stores them as ``stats_*`` attributes: ``q01`` ... ``q99`` and ``rank_error``
+shaped like ``mean``, and the summary itself (``stats_histogram`` for 8-bit data, else
+``stats_sketch`` points with ``stats_sketch_count`` and ``stats_sketch_error``), which
+:func:`merge_summaries` combines for any set of episodes without reading their data.
+Quantiles ignore NaN (as ``numpy.nanquantile`` does).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -16,19 +26,131 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._schema import Leaf
+from .errors import WriterError
 
-__all__ = ["LeafStats"]
+__all__ = [
+    "QUANTILES",
+    "LeafStats",
+    "Summary",
+    "quantile_key",
+    "weighted_quantiles",
+]
+
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+SKETCH_K = 4096  # items per compactor level: the bound grows like log2(n / k) / k
+SKETCH_POINTS = 1024  # points stored per column: they add at most 1 / 2048 to the rank error
+MAX_SKETCH_COLUMNS = 64  # wider leaves keep moments only
+ATTRIBUTE_BYTES = 60_000  # an HDF5 attribute of the default file format holds under 64 KiB
+HISTOGRAM_CELLS = 1 << 21  # 16 MiB of int64 counts at most per leaf
+
+
+def quantile_key(q: float) -> str:
+    """``0.01`` -> ``"q01"``: the name of a quantile in the statistics."""
+    return f"q{round(q * 100):02d}"
+
+
+def weighted_quantiles(
+    values: np.ndarray[Any, Any], weights: np.ndarray[Any, Any], qs: tuple[float, ...]
+) -> np.ndarray[Any, Any]:
+    """For each ``q``, the smallest value whose cumulative weight reaches ``q`` of the total.
+
+    With every weight 1 this is ``numpy.quantile(values, q, method="inverted_cdf")``.
+    """
+    keep = weights > 0
+    values, weights = values[keep], weights[keep]
+    if not len(values):
+        return np.full(len(qs), np.nan)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    index = np.searchsorted(cumulative, np.asarray(qs) * cumulative[-1], side="left")
+    chosen: np.ndarray[Any, Any] = values[order][np.minimum(index, len(values) - 1)]
+    return chosen.astype(np.float64)
+
+
+@dataclass
+class Summary:
+    """The quantile summary of one column: weighted points, how many values, the rank error.
+
+    ``error`` bounds, in values, how far the weight of the points at or below any ``y`` can be
+    from the number of values at or below ``y``; summaries merge by concatenation, their
+    counts and errors adding up.
+    """
+
+    values: np.ndarray[Any, Any]
+    weights: np.ndarray[Any, Any]
+    count: int
+    error: float
+
+    @staticmethod
+    def merge(parts: list[Summary]) -> Summary:
+        return Summary(
+            np.concatenate([p.values.astype(np.float64) for p in parts]),
+            np.concatenate([p.weights.astype(np.float64) for p in parts]),
+            sum(p.count for p in parts),
+            sum(p.error for p in parts),
+        )
+
+    def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> np.ndarray[Any, Any]:
+        return weighted_quantiles(self.values, self.weights, qs)
+
+    @property
+    def rank_error(self) -> float:
+        """The bound as a fraction of the values (0 for exact histograms)."""
+        return self.error / self.count if self.count else 0.0
+
+    def condensed(self, points: int) -> tuple[np.ndarray[Any, Any], float]:
+        """At most ``points`` values standing for this summary, and its error once stored.
+
+        Point ``i`` is the value at cumulative weight ``(i + 0.5) * count / points``: read back
+        with weight ``count / points`` each, it adds at most ``count / (2 * points)``.
+        """
+        keep = self.weights > 0
+        values, weights = self.values[keep], self.weights[keep]
+        order = np.argsort(values, kind="stable")
+        values, cumulative = values[order], np.cumsum(weights[order])
+        if self.count <= points and np.all(weights == 1):
+            return values, self.error
+        targets = (np.arange(points) + 0.5) * (cumulative[-1] / points)
+        index = np.minimum(np.searchsorted(cumulative, targets, side="left"), len(values) - 1)
+        return values[index], self.error + self.count / (2 * points)
+
+
+def _stored_points(values: np.ndarray[Any, Any], count: int, error: float) -> Summary:
+    """A summary read back from ``points`` stored by :meth:`Summary.condensed`."""
+    weight = 1.0 if len(values) >= count else count / max(1, len(values))
+    return Summary(values, np.full(len(values), weight), count, error)
+
+
+def summaries_from_attributes(attrs: Any, dtype: np.dtype[Any]) -> list[Summary] | None:
+    """The per-column summaries stored with a dataset's statistics, or None if there are none."""
+    if "stats_histogram" in attrs:
+        table = np.asarray(attrs["stats_histogram"])
+        values = int(attrs["stats_histogram_offset"]) + np.arange(table.shape[1])
+        return [Summary(values, row, int(row.sum()), 0.0) for row in table]
+    if "stats_sketch" in attrs:
+        points = np.asarray(attrs["stats_sketch"])
+        counts = np.asarray(attrs["stats_sketch_count"]).tolist()
+        errors = np.asarray(attrs["stats_sketch_error"]).tolist()
+        return [
+            _stored_points(points[c, : min(points.shape[1], n)], n, error)
+            for c, (n, error) in enumerate(zip(counts, errors, strict=True))
+        ]
+    return None
 
 
 def _exact_moments(
-    count: int, sums: np.ndarray[Any, Any], squares: np.ndarray[Any, Any]
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Mean and sum of squared deviations from exact integer sums (Python ints: no overflow,
-    no cancellation), rounded once to float64."""
-    pairs = [(int(total), int(square)) for total, square in zip(sums, squares, strict=True)]
-    mean = np.array([total / count for total, _ in pairs])
-    m2 = np.array([(count * square - total * total) / count for total, square in pairs])
-    return mean, m2
+    values: np.ndarray[Any, Any], counts: np.ndarray[Any, Any]
+) -> tuple[int, float, float]:
+    """Count, mean and sum of squared deviations of a histogram, with exact integer sums
+    (Python ints: no overflow, no cancellation), rounded once to float64."""
+    used = np.flatnonzero(counts)
+    pairs = list(zip(values[used].tolist(), counts[used].tolist(), strict=True))
+    n = sum(c for _, c in pairs)
+    if not n:
+        return 0, np.nan, np.nan
+    total = sum(v * c for v, c in pairs)
+    square = sum(v * v * c for v, c in pairs)
+    return n, total / n, (n * square - total * total) / n
 
 
 class LeafStats:
@@ -45,19 +167,24 @@ class LeafStats:
         self.low = np.full(width, np.nan)
         self.high = np.full(width, np.nan)
         self.counts: np.ndarray[Any, Any] | None = None
+        self.histogram: np.ndarray[Any, Any] | None = None
+        self.levels: np.ndarray[Any, Any] | None = None
         kind = np.dtype(np.uint8) if leaf.dtype.kind == "b" else leaf.dtype
-        self.exact = not leaf.is_string and kind.kind in "iu" and kind.itemsize <= 2
-        if self.exact:
-            info = np.iinfo(kind)
-            biggest = max(abs(int(info.min)), int(info.max)) ** 2
-            per_row = max(1, (math.prod(leaf.shape) or 1) // width)
-            # int64 sums of squares of a block must not overflow
-            self.block_rows = max(1, (2**62 // biggest) // per_row)
-            self.per_row = per_row
-            self._sums = np.zeros(width, np.int64)
-            self._squares = np.zeros(width, np.int64)
-            self._low = np.zeros(width, np.int64)
-            self._high = np.zeros(width, np.int64)
+        small = not leaf.is_string and kind.kind in "iu" and kind.itemsize <= 2
+        if small and width << (8 * kind.itemsize) <= HISTOGRAM_CELLS:
+            # counted through an unsigned view: bin b holds the value whose bits are b
+            self.unsigned = np.dtype(f"u{kind.itemsize}")
+            bins = 1 << (8 * kind.itemsize)
+            self.bin_values = np.arange(bins, dtype=self.unsigned).view(kind).astype(np.int64)
+            self.histogram = np.zeros((native.kernels.TABLES * width, bins), np.int64)
+        elif not leaf.is_string and width <= MAX_SKETCH_COLUMNS:
+            # numba has no float16: its values are sketched as float32, exactly
+            self.sketch_dtype = np.dtype(np.float32) if kind == np.float16 else kind
+            self.levels = np.zeros((width, 1, SKETCH_K), self.sketch_dtype)
+            self.fills = np.zeros((width, 1), np.int64)
+            self.passes = np.zeros((width, 1), np.int64)
+            self.errors = np.zeros(width)
+            self.sketched = np.zeros(width, np.int64)
         if leaf.kind == "discrete":
             self.counts = np.zeros(int(leaf.space.n), np.int64)  # type: ignore[attr-defined]
             self.offset = int(leaf.space.start)  # type: ignore[attr-defined]
@@ -76,75 +203,118 @@ class LeafStats:
         An ``out`` with no rows: statistics only. Until the kernels are compiled
         (``compiled=False``), numpy does the same work.
         """
+        if self.histogram is not None:
+            ring, out = ring.view(self.unsigned), out.view(self.unsigned)
+            if compiled:
+                counted = native.histogram_rows(
+                    ring, slot, count, out, out_row, self.width, self.histogram
+                )
+                if not counted:
+                    raise WriterError(f"{self.leaf.name}: its statistics table is too small")
+            else:
+                block = self._copy_numpy(ring, slot, count, out, out_row)
+                for column in range(self.width):
+                    self.histogram[column] += np.bincount(
+                        block[:, column], minlength=self.histogram.shape[1]
+                    )
+            return
         if not compiled or self.leaf.dtype == np.float16:  # numba has no float16 arithmetic
+            block = self._copy_numpy(ring, slot, count, out, out_row)
             with np.errstate(all="ignore"):  # inf and nan are recorded as they are
-                self._fold_numpy(ring, slot, count, out, out_row)
-            return
-        if not self.exact:
+                self._moments_numpy(block)
+        else:
             native.fold_rows(
-                ring,
-                slot,
-                count,
-                out,
-                out_row,
-                self.width,
-                self.n,
-                self.mean,
-                self.m2,
-                self.low,
-                self.high,
-            )
-            return
-        capacity = ring.shape[0]
-        while count:
-            rows = min(count, self.block_rows)
-            self._sums[:] = 0
-            self._squares[:] = 0
-            self._low[:] = np.iinfo(np.int64).max
-            self._high[:] = np.iinfo(np.int64).min
-            native.fold_small_ints(
-                ring,
-                slot,
-                rows,
-                out,
-                out_row,
-                self.width,
-                self._sums,
-                self._squares,
-                self._low,
-                self._high,
-            )
-            elements = rows * self.per_row
-            block_mean, block_m2 = _exact_moments(elements, self._sums, self._squares)
-            self.merge(elements, block_mean, block_m2, self._low, self._high)
-            slot = (slot + rows) % capacity
-            out_row += rows
-            count -= rows
+                ring, slot, count, out, out_row, self.width,
+                self.n, self.mean, self.m2, self.low, self.high,
+            )  # fmt: skip
+        if self.levels is not None:
+            self._sketch(ring, slot, count, compiled)
 
-    def _fold_numpy(
+    def _copy_numpy(
         self,
         ring: np.ndarray[Any, Any],
         slot: int,
         count: int,
         out: np.ndarray[Any, Any],
         out_row: int,
-    ) -> None:
+    ) -> np.ndarray[Any, Any]:
         index = (slot + np.arange(count)) % ring.shape[0]
         if out.shape[0]:
             out[out_row : out_row + count] = ring[index]
-            block = out[out_row : out_row + count].reshape(-1, self.width)
-        else:  # statistics only
-            block = ring[index].reshape(-1, self.width)
-        if self.exact:
-            wide = block.astype(np.int64)
-            block_mean, block_m2 = _exact_moments(
-                block.shape[0], wide.sum(axis=0), (wide * wide).sum(axis=0)
-            )
-        else:
-            wide = block.astype(np.float64)
-            block_mean = wide.mean(axis=0)
-            block_m2 = ((wide - block_mean) ** 2).sum(axis=0)
+            return out[out_row : out_row + count].reshape(-1, self.width)
+        block: np.ndarray[Any, Any] = ring[index].reshape(-1, self.width)
+        return block  # statistics only
+
+    def _moments_numpy(self, block: np.ndarray[Any, Any]) -> None:
+        wide = block.astype(np.float64)
+        block_mean = wide.mean(axis=0)
+        block_m2 = ((wide - block_mean) ** 2).sum(axis=0)
         self.merge(block.shape[0], block_mean, block_m2, block.min(axis=0), block.max(axis=0))
+
+    def _sketch(self, ring: np.ndarray[Any, Any], slot: int, count: int, compiled: bool) -> None:
+        assert self.levels is not None
+        per_column = count * (ring.shape[1] // self.width)
+        most = int(self.sketched.max()) + per_column
+        levels = self.levels.shape[1]
+        if SKETCH_K << (levels - 1) <= most:  # level h holds up to k * 2**(h-1) values
+            while SKETCH_K << (levels - 1) <= most:
+                levels += 1
+            grow = levels - self.levels.shape[1]
+            self.levels = np.concatenate(
+                (self.levels, np.zeros((self.width, grow, SKETCH_K), self.sketch_dtype)), axis=1
+            )
+            self.fills = np.concatenate((self.fills, np.zeros((self.width, grow), np.int64)), 1)
+            self.passes = np.concatenate((self.passes, np.zeros((self.width, grow), np.int64)), 1)
+        if compiled and ring.dtype == self.sketch_dtype:
+            column = native.sketch_rows(
+                ring, slot, count, self.width, self.levels, self.fills, self.passes,
+                self.errors, self.sketched,
+            )  # fmt: skip
+            if column != -1:
+                raise WriterError(f"{self.leaf.name}: the quantile sketch ran out of levels")
+            return
+        index = (slot + np.arange(count)) % ring.shape[0]
+        block = ring[index].reshape(-1, self.width).astype(self.sketch_dtype)
+        if compiled:
+            native.sketch_rows(
+                block, 0, len(block), self.width, self.levels, self.fills, self.passes,
+                self.errors, self.sketched,
+            )  # fmt: skip
+            return
+        for column in range(self.width):
+            self._sketch_numpy(column, block[:, column])
+
+    def _sketch_numpy(self, c: int, values: np.ndarray[Any, Any]) -> None:
+        """numpy twin of ``native.sketch_rows`` for one column: the same items, in order."""
+        assert self.levels is not None
+        if values.dtype.kind == "f":
+            values = values[~np.isnan(values)]
+        self.sketched[c] += len(values)
+        half = SKETCH_K // 2
+        while len(values):
+            fill = int(self.fills[c, 0])
+            take = min(SKETCH_K - fill, len(values))
+            self.levels[c, 0, fill : fill + take] = values[:take]
+            values = values[take:]
+            if fill + take < SKETCH_K:
+                self.fills[c, 0] = fill + take
+                continue
+            self.fills[c, 0] = 0
+            run = np.sort(self.levels[c, 0])[self.passes[c, 0] & 1 :: 2]
+            self.passes[c, 0] += 1
+            self.errors[c] += 1.0
+            for h in range(1, self.levels.shape[1]):
+                if self.fills[c, h] == 0:
+                    self.levels[c, h, :half] = run
+                    self.fills[c, h] = half
+                    break
+                merged = np.sort(np.concatenate((self.levels[c, h, :half], run)))
+                run = merged[self.passes[c, h] & 1 :: 2]
+                self.passes[c, h] += 1
+                self.fills[c, h] = 0
+                self.errors[c] += 2.0**h
+            else:
+                raise WriterError(f"{self.leaf.name}: the quantile sketch ran out of levels")
 
     def merge(
         self,
@@ -166,26 +336,98 @@ class LeafStats:
         self.high[:] = high if before == 0 else np.maximum(self.high, high)
         self.n[0] = total
 
+    def summaries(self) -> list[Summary] | None:
+        """The quantile summary of every column, or None for leaves that keep none."""
+        if self.histogram is not None:
+            return [Summary(self.bin_values, row, int(row.sum()), 0.0) for row in self._tables()]
+        if self.levels is None:
+            return None
+        result = []
+        for c in range(self.width):
+            fills = self.fills[c].tolist()
+            values = np.concatenate([self.levels[c, h, :f] for h, f in enumerate(fills)])
+            weights = np.concatenate([np.full(f, 2.0**h) for h, f in enumerate(fills)])
+            result.append(Summary(values, weights, int(self.sketched[c]), float(self.errors[c])))
+        return result
+
+    def _tables(self) -> np.ndarray[Any, Any]:
+        """The histogram of each column: the kernel's copies added up."""
+        assert self.histogram is not None
+        copies = self.histogram.reshape(-1, self.width, self.histogram.shape[1])
+        tables: np.ndarray[Any, Any] = copies.sum(axis=0)
+        return tables
+
+    def _histogram_moments(self) -> None:
+        values = self.bin_values
+        for column, table in enumerate(self._tables()):
+            n, mean, m2 = _exact_moments(values, table)
+            used = np.flatnonzero(table)
+            self.mean[column], self.m2[column] = mean, m2
+            self.low[column] = values[used].min() if n else np.nan
+            self.high[column] = values[used].max() if n else np.nan
+            self.n[0] = n
+
     def as_dict(self) -> dict[str, Any]:
-        """count, min, max, mean, std (population), and value_counts for ``Discrete``."""
+        """count, min, max, mean, std (population), q01 ... q99 and their rank-error bound,
+        the stored quantile summary, and value_counts for ``Discrete``."""
         result: dict[str, Any] = {"count": self.rows}
         if not self.leaf.is_string:
+            if self.histogram is not None:
+                self._histogram_moments()
             n = self.n[0]
             std = np.sqrt(self.m2 / n) if n else np.full(self.width, np.nan)
             mean = self.mean if n else np.full(self.width, np.nan)
             shaped = self.width > 1 and not self.leaf.is_image
             shape = self.leaf.shape if shaped else (self.width,)
-            for key, values in (
-                ("min", self.low),
-                ("max", self.high),
-                ("mean", mean),
-                ("std", std),
-            ):
+
+            def put(key: str, values: Any) -> None:
                 array = np.array(values, np.float64).reshape(shape)
                 result[key] = array if (shaped or self.leaf.is_image) else float(array[0])
+
+            for key, values in (("min", self.low), ("max", self.high)):
+                put(key, values)
+            put("mean", mean)
+            put("std", std)
+            summaries = self.summaries()
+            if summaries is not None:
+                quantiles = np.array([s.quantiles() for s in summaries])  # (width, 5)
+                stored = self._stored_form(summaries)
+                for i, q in enumerate(QUANTILES):
+                    put(quantile_key(q), quantiles[:, i])
+                errors = zip(stored.pop("errors"), summaries, strict=True)
+                put("rank_error", [e / max(1, s.count) for e, s in errors])
+                result.update(stored)
         if self.counts is not None:
             result["value_counts"] = self.counts.copy()
         return result
+
+    def _stored_form(self, summaries: list[Summary]) -> dict[str, Any]:
+        """The summary as attributes that fit HDF5's limit: the histogram of 8-bit data,
+        otherwise points per column (their error then includes the condensing)."""
+        itemsize = self.leaf.dtype.itemsize
+        if self.histogram is not None and itemsize == 1:
+            order = np.argsort(self.bin_values)  # bins by value: int8 from -128
+            table = np.array([s.weights[order] for s in summaries], np.int64)
+            if table.nbytes <= ATTRIBUTE_BYTES:
+                return {
+                    "histogram": table,
+                    "histogram_offset": int(self.bin_values[order[0]]),
+                    "errors": [0.0] * len(summaries),
+                }
+        points = max(1, min(SKETCH_POINTS, ATTRIBUTE_BYTES // (self.width * itemsize)))
+        condensed = [s.condensed(points) for s in summaries]
+        width = max(len(v) for v, _ in condensed)
+        dtype = np.uint8 if self.leaf.dtype.kind == "b" else self.leaf.dtype
+        table = np.zeros((self.width, width), dtype)
+        for row, (values, _) in zip(table, condensed, strict=True):
+            row[: len(values)] = values
+        errors = [e for _, e in condensed]
+        return {
+            "sketch": table,
+            "sketch_count": np.array([s.count for s in summaries], np.int64),
+            "sketch_error": np.array(errors),
+            "errors": errors,
+        }
 
     def store(self, dataset: h5py.Dataset) -> dict[str, Any]:
         """Write the statistics as ``stats_*`` attributes of ``dataset``; return them."""

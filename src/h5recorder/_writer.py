@@ -342,7 +342,9 @@ class Writer(threading.Thread):
         Until this is done the writer uses numpy, so nothing waits on the compiler.
         """
         dtypes = {self._kernel_dtype(leaf) for leaf in self.leaves if not leaf.is_string}
-        dtypes.discard(np.dtype(np.float16))
+        if np.dtype(np.float16) in dtypes:  # no float16 in numba: sketched as float32
+            dtypes.discard(np.dtype(np.float16))
+            dtypes.add(np.dtype(np.float32))
         try:
             native.warm_up(sorted(dtypes, key=str))
         except Exception as error:  # noqa: BLE001 - the numpy path stays; nothing is lost
@@ -507,10 +509,15 @@ class Writer(threading.Thread):
         if stats.counts is None:
             return
         if compiled and leaf.dtype.itemsize == 8:
-            native.count_values(column, slot, count, stats.offset, stats.counts)
+            bad = native.count_values(column, slot, count, stats.offset, stats.counts)
         else:
-            values = column[(slot + np.arange(count)) % self.ring.capacity] - stats.offset
-            stats.counts += np.bincount(values, minlength=len(stats.counts))
+            values = column[(slot + np.arange(count)) % self.ring.capacity]
+            outside = (values < stats.offset) | (values >= stats.offset + len(stats.counts))
+            bad = values[outside][0] if outside.any() else -1
+            if bad == -1:
+                stats.counts += np.bincount(values - stats.offset, minlength=len(stats.counts))
+        if bad != -1:
+            raise WriterError(f"{leaf.name}: {bad} is outside the values of its Discrete space")
 
     def _write_chunk(
         self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None
