@@ -5,6 +5,7 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
     from h5recorder import Recorder
 """
 
+from ._dataset import Dataset, EpisodeInfo, dataset
 from ._read import Column, Episode, Health, Time
 from ._read import open_episode as open
 from ._recorder import Options, Recorder, copy_and_delete_old
@@ -26,8 +27,10 @@ from .errors import (
 __all__ = [
     "ClosedError",
     "Column",
+    "Dataset",
     "DiskFullError",
     "Episode",
+    "EpisodeInfo",
     "Health",
     "Options",
     "ReadError",
@@ -43,5 +46,6 @@ __all__ = [
     "__version__",
     "copy_and_delete_old",
     "create_dataset_for_space_dict",
+    "dataset",
     "open",
 ]

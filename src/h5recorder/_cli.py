@@ -1,6 +1,7 @@
 """The ``h5recorder`` command: ``demo`` records a few seconds of moving frames, ``recover``
 mends a file whose recorder was killed, ``inspect`` says what a recording holds and whether it
-went well, ``view`` shows it in the Rerun viewer."""
+went well, ``view`` shows it in the Rerun viewer, ``stats`` merges the statistics of many
+episodes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ._recorder import Recorder
 from ._recover import recover
-from .errors import RecoveryError
+from .errors import RecoveryError, SchemaError
 from .workloads import WORKLOADS, workload
 
 
@@ -146,6 +147,42 @@ def _inspect(args: argparse.Namespace) -> int:
     return code
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    from ._dataset import dataset
+
+    try:
+        data = dataset(args.source)
+    except (FileNotFoundError, SchemaError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    closed = sum(e.closed for e in data.episodes)
+    print(f"{len(data)} episodes, {data.steps:,} steps ({closed} closed with statistics)")
+    for episode in data.episodes:
+        for problem in episode.problems:
+            print(f"  {episode.path.name}: {problem}")
+    keys = ("mean", "std", "min", "q01", "q10", "q50", "q90", "q99", "max")
+    with np.printoptions(precision=4, suppress=True, linewidth=10**6, threshold=64):
+        for name, stats in data.stats.items():
+            leaf = data.schema[name]
+            print(f"{name}  {leaf.space} {leaf.shape} {leaf.dtype}, {stats['count']:,} steps")
+            for key in keys:
+                if key in stats:
+                    value = stats[key]
+                    shown = f"{value:.6g}" if isinstance(value, float) else np.asarray(value)
+                    print(f"  {key:<5} {shown}")
+            if "rank_error" in stats:
+                print(f"  quantiles within {np.max(stats['rank_error']):.4%} in rank")
+            if "value_counts" in stats:
+                print(f"  value counts {np.asarray(stats['value_counts'])}")
+    source = Path(args.source)
+    out = Path(args.json) if args.json else (source if source.is_dir() else Path()) / "stats.json"
+    out.write_text(json.dumps(data.to_dict(), indent=1))
+    print(f"written to {out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import _bench
 
@@ -192,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         "not closed), 2 when a file cannot be read",
     )
     look.set_defaults(run=_inspect)
+    merged = sub.add_parser(
+        "stats", help="episodes, health and merged statistics of a folder, from summaries only"
+    )
+    merged.add_argument("source", help="a folder of episodes, a glob pattern or one file")
+    merged.add_argument("--json", help="where to write them (default: SOURCE/stats.json)")
+    merged.set_defaults(run=_stats)
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )

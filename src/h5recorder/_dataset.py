@@ -1,0 +1,358 @@
+"""Many episodes: one schema, their health, and statistics merged from the stored summaries.
+
+:func:`dataset` opens each file only to read attributes: the layout (dataset names, dtypes,
+shapes, spaces), ``size`` and ``recorder_status``, and the ``stats_*`` attributes that
+``close()`` stores. No row of data is read, so a folder of thousands of episodes is
+summarized in seconds. Moments merge exactly (count-weighted means, pooled sums of squared
+deviations); quantiles merge by pooling each episode's summary, and the merged rank-error
+bound is the sum of the episodes' bounds over the total count.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._schema import ROOTS
+from ._stats import QUANTILES, Summary, quantile_key, summaries_from_attributes
+from .errors import SchemaError
+
+__all__ = ["Dataset", "EpisodeInfo", "dataset", "episode_paths"]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class LeafSchema:
+    """What must agree between episodes for one dataset of the layout."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    space: str
+
+    def describe(self) -> str:
+        return f"{self.space} of shape {self.shape} and dtype {self.dtype}"
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    """One episode file: its steps and its health, from attributes only.
+
+    ``closed``: statistics were stored, as ``close()`` does (a killed recording has none;
+    ``h5recorder recover`` makes its rows readable but cannot restore them). ``problems``
+    lists, in words, what a user should know before training on it.
+    """
+
+    path: Path
+    steps: int
+    closed: bool
+    drops: int = 0
+    waits: int = 0
+    missing_values: int = 0
+    frames_missing: int = 0
+    rows_past_size: int = 0
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "steps": self.steps,
+            "ok": self.ok,
+            "closed": self.closed,
+            "drops": self.drops,
+            "waits": self.waits,
+            "missing_values": self.missing_values,
+            "frames_missing": self.frames_missing,
+            "rows_past_size": self.rows_past_size,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Episodes that share one schema, and their merged statistics.
+
+    Attributes
+    ----------
+    episodes
+        One :class:`EpisodeInfo` per file, in the order given (folders and globs: sorted).
+    schema
+        Dataset name (``"observation/image"``) to its dtype, shape per step and space type.
+    stats
+        Dataset name to merged statistics over the episodes that stored them: ``count``
+        (steps), ``min``, ``max``, ``mean``, ``std``, ``q01`` ... ``q99`` with ``rank_error``
+        (the bound: each quantile lies between the exact ones at ``q - rank_error`` and
+        ``q + rank_error``), and ``value_counts`` for ``Discrete`` spaces. Shaped like the
+        per-episode ``stats_*`` attributes (per channel for images, per element otherwise).
+    """
+
+    episodes: tuple[EpisodeInfo, ...]
+    schema: dict[str, LeafSchema]
+    stats: dict[str, dict[str, Any]] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def steps(self) -> int:
+        """Steps in all episodes."""
+        return sum(e.steps for e in self.episodes)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [e.path for e in self.episodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-ready values (arrays as lists, NaN as None)."""
+        return {
+            "episodes": len(self.episodes),
+            "steps": self.steps,
+            "summarized_episodes": sum(e.closed for e in self.episodes),
+            "schema": {
+                name: {"dtype": s.dtype, "shape": list(s.shape), "space": s.space}
+                for name, s in self.schema.items()
+            },
+            "stats": {
+                name: {key: _jsonable(value) for key, value in stats.items()}
+                for name, stats in self.stats.items()
+            },
+            "health": [e.to_dict() for e in self.episodes],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()] if value.ndim else _jsonable(value.item())
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def episode_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
+    """The episode files of ``source``: a folder (its ``*.h5`` files), a glob pattern, one
+    file, or an iterable of files; folders and globs sorted by name."""
+    if isinstance(source, str | os.PathLike):
+        text = os.fspath(source)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(path.glob("*.h5"))
+        elif glob.has_magic(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        else:
+            found = [path]
+    else:
+        found = [Path(os.fspath(p)) for p in source]
+    if not found:
+        raise FileNotFoundError(f"no episode files in {source!r}")
+    for path in found:
+        if not path.is_file():
+            raise FileNotFoundError(f"episode file {path} does not exist")
+    return found
+
+
+def _layout(file: h5py.File) -> dict[str, h5py.Dataset]:
+    datasets: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset):
+            datasets[name] = node
+
+    for root in ROOTS:
+        if root in file:
+            node = file[root]
+            if isinstance(node, h5py.Dataset):
+                datasets[root] = node
+            else:
+                node.visititems(lambda name, item, root=root: visit(f"{root}/{name}", item))
+    return datasets
+
+
+def _schema_of(datasets: dict[str, h5py.Dataset]) -> dict[str, LeafSchema]:
+    result = {}
+    for name, node in datasets.items():
+        space = node.attrs.get("space_type", "")
+        space = space.decode() if isinstance(space, bytes) else str(space)
+        result[name] = LeafSchema(str(node.dtype), tuple(node.shape[1:]), space)
+    return result
+
+
+def _difference(first: dict[str, LeafSchema], other: dict[str, LeafSchema]) -> str:
+    for name in first:
+        if name not in other:
+            return f"it lacks {name!r}"
+        if first[name] != other[name]:
+            return f"{name!r} is a {other[name].describe()}, not a {first[name].describe()}"
+    extra = next(name for name in other if name not in first)
+    return f"it has {extra!r}, which the first episode lacks"
+
+
+_STAT_KEYS = ("stats_count", "stats_min", "stats_max", "stats_mean", "stats_std")
+
+
+def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> tuple[
+    EpisodeInfo, dict[str, dict[str, Any]]
+]:
+    size = int(file.attrs.get("size", 0))
+    status: dict[str, Any] = {}
+    if "recorder_status" in file.attrs:
+        status = json.loads(file.attrs["recorder_status"])
+    stats: dict[str, dict[str, Any]] = {}
+    closed = bool(datasets)
+    longest = 0
+    for name, node in datasets.items():
+        longest = max(longest, node.shape[0])
+        attrs = node.attrs
+        if "stats_count" not in attrs:
+            closed = False
+            continue
+        entry: dict[str, Any] = {key[6:]: attrs[key] for key in _STAT_KEYS if key in attrs}
+        if "stats_value_counts" in attrs:
+            entry["value_counts"] = attrs["stats_value_counts"]
+        entry["summaries"] = summaries_from_attributes(attrs, node.dtype)
+        entry["per_row"] = math.prod(node.shape[1:])
+        stats[name] = entry
+    problems = []
+    if not closed:
+        problems.append("no statistics: the recording did not close (killed?)")
+    past = max(0, longest - size)
+    if past:
+        problems.append(f"{past} rows past size: run `h5recorder recover`")
+    info = EpisodeInfo(
+        path=path,
+        steps=size,
+        closed=closed,
+        drops=int(status.get("drops", 0)),
+        waits=int(status.get("waits", 0)),
+        missing_values=int(status.get("missing_values", 0)),
+        frames_missing=int(status.get("frames_missing", 0)),
+        rows_past_size=past,
+        problems=tuple(problems)
+        + tuple(
+            f"{status[key]} {words}"
+            for key, words in (("drops", "steps dropped"), ("frames_missing", "frames missing"))
+            if status.get(key)
+        ),
+    )
+    return info, stats
+
+
+def _merge_leaf(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge one dataset's statistics over episodes (each a dict read from attributes)."""
+    rows = np.array([int(p["count"]) for p in parts], np.int64)
+    result: dict[str, Any] = {"count": int(rows.sum())}
+    if "mean" in parts[0]:
+        shape = np.shape(parts[0]["mean"])
+        mean = np.array([np.asarray(p["mean"], np.float64).ravel() for p in parts])
+        std = np.array([np.asarray(p["std"], np.float64).ravel() for p in parts])
+        width = mean.shape[1]
+        counts = rows * (parts[0]["per_row"] // width if width else 1)
+        n = counts.sum()
+        keep = counts > 0
+        if n:
+            merged_mean = (counts[keep, None] * mean[keep]).sum(axis=0) / n
+            spread = counts[keep, None] * (std[keep] ** 2 + (mean[keep] - merged_mean) ** 2)
+            merged_std = np.sqrt(spread.sum(axis=0) / n)
+            low = np.min([np.ravel(p["min"]) for p in parts if p["count"]], axis=0)
+            high = np.max([np.ravel(p["max"]) for p in parts if p["count"]], axis=0)
+        else:
+            merged_mean = merged_std = low = high = np.full(width, np.nan)
+
+        def shaped(values: np.ndarray[Any, Any]) -> Any:
+            return float(values[0]) if shape == () else values.reshape(shape)
+
+        result.update(min=shaped(low), max=shaped(high), mean=shaped(merged_mean))
+        result["std"] = shaped(merged_std)
+        if all(p["summaries"] is not None for p in parts):
+            merged = [
+                _merge_summaries([p["summaries"][c] for p in parts]) for c in range(width)
+            ]
+            quantiles = np.array([m.quantiles() for m in merged])
+            for i, q in enumerate(QUANTILES):
+                result[quantile_key(q)] = shaped(quantiles[:, i])
+            result["rank_error"] = shaped(np.array([m.rank_error for m in merged]))
+    if "value_counts" in parts[0]:
+        result["value_counts"] = np.sum([np.asarray(p["value_counts"]) for p in parts], axis=0)
+    return result
+
+
+def _merge_summaries(parts: list[Summary]) -> Summary:
+    first = parts[0].values
+    if len(first) > 256 or any(not np.array_equal(p.values, first) for p in parts[1:]):
+        return Summary.merge(parts)
+    # histograms over the same bins: add the counts
+    return Summary(
+        first,
+        np.sum([p.weights for p in parts], axis=0),
+        sum(p.count for p in parts),
+        sum(p.error for p in parts),
+    )
+
+
+def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
+    """The episodes of ``source``, checked to share one schema, with merged statistics.
+
+    Parameters
+    ----------
+    source
+        A folder (its ``*.h5`` files), a glob pattern (``"runs/**/*.h5"``), one file, or an
+        iterable of files.
+
+    Returns
+    -------
+    Dataset
+        Episodes with their steps and health, the shared schema, and statistics merged from
+        the summaries each episode stored when it closed, without reading any data.
+        Episodes without statistics (killed recordings) are listed, and left out of ``stats``.
+
+    Raises
+    ------
+    SchemaError
+        Naming the first file whose layout differs from the first file's, and how.
+    FileNotFoundError
+        When ``source`` holds no episode, or names a file that does not exist.
+    """
+    paths = episode_paths(source)
+    episodes: list[EpisodeInfo] = []
+    per_leaf: dict[str, list[dict[str, Any]]] = {}
+    schema: dict[str, LeafSchema] | None = None
+    for path in paths:
+        try:
+            file = h5py.File(path, "r")
+        except OSError as error:
+            raise SchemaError(f"{path}: not a readable HDF5 file ({error})") from error
+        with file:
+            datasets = _layout(file)
+            this = _schema_of(datasets)
+            if schema is None:
+                schema = this
+                if not schema:
+                    raise SchemaError(f"{path}: no recorded datasets in it")
+            elif this != schema:
+                raise SchemaError(
+                    f"{path} does not share the schema of {paths[0]}: {_difference(schema, this)}"
+                )
+            info, stats = _episode(path, datasets, file)
+        episodes.append(info)
+        if info.closed:
+            for name, entry in stats.items():
+                per_leaf.setdefault(name, []).append(entry)
+    assert schema is not None
+    merged = {name: _merge_leaf(parts) for name, parts in per_leaf.items()}
+    return Dataset(tuple(episodes), schema, merged)
