@@ -165,3 +165,56 @@ def test_one_leaf_of_a_long_episode(benchmark: Any, proprio_file: Path, subject:
     if "h5py, whole dataset" in _seconds and subject != "h5py, whole dataset":
         figures["vs h5py"] = f"{_seconds['h5py, whole dataset'] / seconds:.2f}x"
     report(benchmark, f"one proprio leaf: {subject}", figures)
+
+
+VIEW_STEPS = 10_000
+
+
+@pytest.fixture(scope="module")
+def long_seed_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    load = load_workload("seed")
+    out = tmp_path_factory.mktemp("view")
+    with Recorder("long", out_dir=str(out), image_keys_to_save=[], **load.spaces()) as recorder:
+        for step in load.steps(VIEW_STEPS):
+            recorder.record(**step)
+    return recorder.filename
+
+
+@pytest.mark.parametrize("subject", ["h5recorder view (send_columns)", "rr.log per step"])
+def test_view_a_long_episode(benchmark: Any, long_seed_file: Path, subject: str) -> None:
+    """A 10,000-step seed episode saved as a Rerun recording: ``h5recorder view --save``
+    against logging the same leaves one step at a time with ``rr.log``."""
+    rr = pytest.importorskip("rerun", reason="rerun-sdk is the 'view' extra")
+    from h5recorder._view import view
+
+    path = long_seed_file
+    out = path.parent
+
+    def per_step() -> None:
+        recording = rr.RecordingStream("per step")
+        recording.save(str(out / "per_step.rrd"))
+        with h5recorder.open(path) as episode:
+            for index, step in enumerate(episode):
+                recording.set_time("step", sequence=index)
+                recording.log("observation/image", rr.Image(step["observation"]["image"]))
+                for root in ("action", "state"):
+                    for key, value in step[root].items():
+                        recording.log(f"{root}/{key}",
+                                      rr.Scalars(np.asarray(value, np.float64).reshape(-1)))
+        recording.flush()
+        recording.disconnect()
+
+    def columns() -> None:
+        view(path, save=out / "columns.rrd")
+
+    run = columns if subject.startswith("h5recorder") else per_step
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    seconds = benchmark.stats.stats.min
+    _seconds[subject] = seconds
+    figures: dict[str, Any] = {"seconds": round(seconds, 2),
+                               "steps_per_s": round(VIEW_STEPS / seconds)}
+    if subject != "h5recorder view (send_columns)" and "h5recorder view (send_columns)" in _seconds:
+        figures["h5recorder view is"] = (
+            f"{seconds / _seconds['h5recorder view (send_columns)']:.1f}x faster"
+        )
+    report(benchmark, f"view 10,000 steps: {subject}", figures)

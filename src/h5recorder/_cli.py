@@ -183,6 +183,24 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from ._view import view
+    from .errors import ReadError
+
+    try:
+        kinds = view(args.path, save=args.save, keys=args.key)
+    except (ImportError, ReadError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    hidden = [name for name, kind in kinds.items() if kind is None]
+    if hidden:
+        print(f"not shown (more than 64 elements per step): {', '.join(hidden)}",
+              file=sys.stderr)
+    if args.save:
+        print(f"saved {args.save}; open it with: rerun {args.save}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import _bench
 
@@ -235,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     merged.add_argument("source", help="a folder of episodes, a glob pattern or one file")
     merged.add_argument("--json", help="where to write them (default: SOURCE/stats.json)")
     merged.set_defaults(run=_stats)
+    show = sub.add_parser(
+        "view", help="show a recording in the Rerun viewer (needs the 'view' extra)"
+    )
+    show.add_argument("path", type=Path)
+    show.add_argument("--save", type=Path, help="write a .rrd file instead of showing it")
+    show.add_argument("--key", action="append", help="a leaf to show (repeatable; default: all)")
+    show.set_defaults(run=_view)
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )
