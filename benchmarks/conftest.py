@@ -24,6 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="rounds per end-to-end case (default 2)")
     group.addoption("--case-seconds", type=float, default=2.0,
                     help="seconds per case of the three-workload head-to-head (default 2)")
+    group.addoption("--rig-seconds", type=float, default=10.0,
+                    help="seconds of paced recording per camera-rig keep-up case (default 10)")
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,18 @@ def test_demo_records_and_prints_its_figures(tmp_path):
     assert f"{size * 2} written" in out
 
 
+def test_demo_says_early_when_the_encoders_fall_behind(tmp_path):
+    # flat out, the rig's frames come far faster than the encoders write them
+    out = run(
+        "demo", "--cameras", "1", "--seconds", "0.6", "--rate", "0", "--out-dir", str(tmp_path)
+    ).splitlines()
+    early = [i for i, line in enumerate(out) if "encoders behind" in line]
+    assert early, out
+    summary = next(i for i, line in enumerate(out) if line.strip().startswith("steps"))
+    assert early[0] < summary, "said while recording, not at close()"
+    assert "frames pending" in out[early[0]] and "close() ~" in out[early[0]]
+
+
 def test_recover_reports_a_clean_file_unchanged(tmp_path):
     run(
         "demo",

@@ -180,7 +180,12 @@ def test_deferred_frames_of_several_keys_each_decode_to_their_own_key(tmp_path):
     ) as recorder:
         for i in range(steps):  # flat out: far faster than one worker encodes three frames
             recorder.record({"left": left[i % 8], "right": right[i % 8], "depth": depth[i % 8]})
+        behind = recorder.status()
+        # said while recording: frames not written yet, and what close() would wait for them
+        assert behind.frames_pending > 0
+        assert behind.frames_close_seconds > 0
     status = recorder.status()
+    assert status.frames_pending == 0 and status.frames_close_seconds == 0
     assert status.frames_deferred > 0, "the encoders should have fallen behind"
     assert status.frames_missing == 0
     root = tmp_path / "rig_frames" / "observation"

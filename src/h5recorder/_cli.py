@@ -14,6 +14,7 @@ import numpy as np
 
 from ._recorder import Recorder
 from ._recover import recover
+from ._writer import Status
 from .errors import RecoveryError, SchemaError
 from .workloads import WORKLOADS, workload
 
@@ -26,6 +27,21 @@ def _pace(started: float, count: int, period: float) -> None:
         time.sleep(ahead - 0.0003)
     while time.perf_counter() < target:
         pass
+
+
+_LIVE_EVERY = 0.25  # seconds between looks at the recorder's status
+_BEHIND_SECONDS = 1.0  # frames pending for longer than this at close(): the encoders are behind
+
+
+def _frames_line(status: Status) -> str:
+    """The frames part of the live line: how far the encoders are behind, and what it costs."""
+    close = status.frames_close_seconds
+    line = f"frames pending {status.frames_pending:5d}, close() ~{close:.1f} s"
+    if status.frames_deferred:
+        line += f", {status.frames_deferred} deferred: encoders behind"
+    elif close > _BEHIND_SECONDS:
+        line += ": encoders behind"
+    return line
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -43,10 +59,11 @@ def _demo(args: argparse.Namespace) -> int:
     pace = f"{args.rate:g} steps/s" if period else "flat out"
     print(f"recording {args.seconds:g} s, {pace}, PNG frames of {keys or 'no key'}")
     started = time.perf_counter()
-    next_print = started + 0.5
+    next_print = started + _LIVE_EVERY
     count = 0
     deadline = started + args.seconds
     tty = sys.stdout.isatty()
+    warned = False
     bank = load.bank
     while True:
         now = time.perf_counter()
@@ -59,18 +76,23 @@ def _demo(args: argparse.Namespace) -> int:
         count += 1
         if period:
             _pace(started, count, period)
-        if tty and now >= next_print:
+        if now >= next_print:
             status = recorder.status()
-            frames = recorder._frames
-            print(
-                f"\r{now - started:5.1f} s  {count / (now - started):8.0f} steps/s  "
-                f"{count * load.step_bytes / (now - started) / 1e6:7.1f} MB/s  "
-                f"ring {status.ring_pending}/{status.ring_capacity}  "
-                f"frames pending {frames.pending if frames else 0}",
-                end="",
-                flush=True,
-            )
-            next_print = now + 0.5
+            next_print = now + _LIVE_EVERY
+            if tty:
+                print(
+                    f"\r{now - started:5.1f} s  {count / (now - started):8.0f} steps/s  "
+                    f"{count * load.step_bytes / (now - started) / 1e6:7.1f} MB/s  "
+                    f"ring {status.ring_pending}/{status.ring_capacity}  "
+                    f"{_frames_line(status)}",
+                    end="",
+                    flush=True,
+                )
+            elif not warned and (
+                status.frames_deferred or status.frames_close_seconds > _BEHIND_SECONDS
+            ):  # a log gets one line, as soon as the encoders fall behind
+                print(f"{now - started:5.1f} s  {_frames_line(status)}", flush=True)
+                warned = True
     recorded = time.perf_counter()
     recorder.close()
     finished = time.perf_counter()

@@ -375,6 +375,7 @@ class Recorder:
             frame_targets=targets,
             step_base=self._frame_steps,
             time_columns=self._time_columns,
+            encode_deferred=options.frames == "all",
         )
         self._writer.start()
 
@@ -416,6 +417,8 @@ class Recorder:
                 frames.encode_from_array(self._datasets[leaf.index][row], path)
         if frames.pending:
             _show_progress(frames, f"writing {frames.pending} PNG frames of {self.filename.name}")
+        writer.encode_deferred = False  # written or listed as missing by now
+        writer.note_frames()
         if writer.error is not None:
             return
         self.file.attrs["recorder_frames"] = json.dumps(
@@ -653,7 +656,14 @@ class Recorder:
         return writer.ready.is_set()
 
     def status(self) -> Status:
-        """Counters and health of the current episode, readable while it runs."""
+        """Counters and health of the current episode, readable while it runs.
+
+        ``frames_pending`` and ``frames_close_seconds`` say early when the PNG encoders fall
+        behind: the frames not written yet, and about how long ``close()`` would wait for
+        them if called now (from what the workers take per frame lately).
+        """
+        if self._writer is not None:
+            self._writer.note_frames()
         return self._counters.status(self._ring)
 
     def save_stats(self) -> dict[str, dict[str, Any]]:

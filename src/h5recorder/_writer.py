@@ -67,6 +67,8 @@ class Status:
     frames_written: int
     frames_deferred: int
     frames_missing: int
+    frames_pending: int
+    frames_close_seconds: float
     steps_per_second: float
     interval_p50_us: float
     interval_p99_us: float
@@ -97,6 +99,8 @@ class Counters:
         self.frames_written = 0
         self.frames_deferred = 0
         self.frames_missing = 0
+        self.frames_pending = 0  # frames not written yet, deferred ones included
+        self.frames_close_seconds = 0.0  # about how long close() would wait for them now
 
     def percentile_us(self, fraction: float) -> float:
         total = int(self.histogram.sum())
@@ -126,6 +130,8 @@ class Counters:
             frames_written=self.frames_written,
             frames_deferred=self.frames_deferred,
             frames_missing=self.frames_missing,
+            frames_pending=self.frames_pending,
+            frames_close_seconds=self.frames_close_seconds,
             steps_per_second=intervals / span if span > 0 else math.nan,
             interval_p50_us=self.percentile_us(0.5),
             interval_p99_us=self.percentile_us(0.99),
@@ -224,6 +230,7 @@ class Writer(threading.Thread):
         frame_targets: list[tuple[Leaf, FrameSource, Path]] | None = None,
         step_base: int = 0,
         time_columns: tuple[list[Leaf], list[h5py.Dataset]] | None = None,
+        encode_deferred: bool = True,
     ) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
         self.file = file
@@ -256,6 +263,7 @@ class Writer(threading.Thread):
         self.step_base = step_base  # the pool's step numbers keep growing across episodes
         self.done = 0  # rows drained; the ring's tail follows once the PNG pool is done too
         self.deferred: list[tuple[int, Leaf, str]] = []
+        self.encode_deferred = encode_deferred  # deferred frames are written at close()
         self._frames_before = frames.counters.written if frames is not None else 0
         self.compressor: _Blosc2Frames | None = None
         if compression is not None and compression.startswith("blosc2"):
@@ -599,9 +607,19 @@ class Writer(threading.Thread):
         self.write_attributes()
         self.file.flush()
 
+    def note_frames(self) -> None:
+        """Bring the frame counters up to date: written, pending, the expected close() wait."""
+        frames = self.frames
+        if frames is None:
+            return
+        later = len(self.deferred) if self.encode_deferred else 0
+        counters = self.counters
+        counters.frames_written = frames.counters.written - self._frames_before
+        counters.frames_pending = frames.pending + later
+        counters.frames_close_seconds = round(frames.drain_seconds(later), 3)
+
     def write_attributes(self) -> None:
-        if self.frames is not None:
-            self.counters.frames_written = self.frames.counters.written - self._frames_before
+        self.note_frames()
         attrs = self.file.attrs
         # one attribute for all counters: every h5py call waits for the GIL, and a caller
         # spinning in a busy-wait loop hands it over only every switch interval (5 ms)

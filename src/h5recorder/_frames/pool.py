@@ -50,11 +50,13 @@ from .encoders import check_image, choose_encoders
 from .jobs import FrameCounters, FrameError, FrameJob, FrameSource, Task
 from .worker import BOOTSTRAP
 
-__all__ = ["FramePool", "default_workers"]
+__all__ = ["EXPECTED_SECONDS_PER_FRAME", "FramePool", "default_workers"]
 
 _PREFETCH = 2  # batches in flight per worker: the next is queued before the last is done
 _MAX_BATCH_PATH_CHARS = 16_000  # keeps messages to a worker below a pipe's buffer
 _START_FAILURES = 3  # workers in a row that die before they are ready: the pool gives up
+_SMOOTHING = 0.1  # weight of the newest batch in the running mean of seconds per frame
+EXPECTED_SECONDS_PER_FRAME = 0.002  # a 640x480 frame, until the workers have measured theirs
 
 
 def default_workers() -> int:
@@ -165,6 +167,7 @@ class FramePool:
         self._errors: deque[FrameError] = deque()
         self._counts = dict.fromkeys(FrameCounters.__dataclass_fields__, 0)
         self._start_failures = 0
+        self._seconds_per_frame = EXPECTED_SECONDS_PER_FRAME
         self._broken: str | None = None
         self._stopping = False
         self._closed = False
@@ -263,6 +266,19 @@ class FramePool:
     def pending(self) -> int:
         """Jobs not finished yet, frames from arrays included."""
         return len(self._jobs)
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """What one worker has lately taken per frame (read, encode, write), in seconds.
+
+        A running mean over the last few dozen batches; before the first batch, a guess of
+        :data:`EXPECTED_SECONDS_PER_FRAME`.
+        """
+        return self._seconds_per_frame
+
+    def drain_seconds(self, more: int = 0) -> float:
+        """About how long the workers need to finish what is pending, plus ``more`` frames."""
+        return (len(self._jobs) + more) * self._seconds_per_frame / max(1, len(self._pool))
 
     def wait(self, below: int | None = None, timeout: float | None = None) -> bool:
         """Block until every job of a step lower than ``below`` is finished (every job at all
@@ -472,7 +488,11 @@ class FramePool:
             self._replace(worker, payload)
         else:
             batch = worker.inflight.popleft()
-            outcomes = dict(payload)
+            results, seconds = payload
+            if batch:
+                per_frame = seconds / len(batch)
+                self._seconds_per_frame += _SMOOTHING * (per_frame - self._seconds_per_frame)
+            outcomes = dict(results)
             for job_id in batch:
                 outcome = outcomes.get(job_id)
                 if job_id not in self._jobs:

@@ -4,7 +4,8 @@ A worker is a fresh interpreter started by :class:`~h5recorder._frames.pool.Fram
 :data:`BOOTSTRAP`. It imports this package, numpy and the chosen encoders, nothing else. It
 reads each frame in place from the shared-memory ring (a transient file for frames given as
 arrays), writes the PNG through ``<path>.part`` and a rename, and answers each batch with one
-message: per job, ``None`` or the exception (pickled, or a stand-in) and its traceback.
+message: per job, ``None`` or the exception (pickled, or a stand-in) and its traceback, and
+the seconds the batch took.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import mmap
 import os
 import pickle
 import signal
+import time
 import traceback
 from collections import OrderedDict
 from multiprocessing.connection import Connection
@@ -117,6 +119,7 @@ def serve(fd: int, compress_level: int, chosen: dict[str, str]) -> None:
             return
         columns.forget_unlinked()
         results: list[tuple[int, tuple[BaseException, str] | None]] = []
+        began = time.perf_counter()
         for task in batch:
             try:
                 write_png(columns.frame(task), task[5], compress_level, chosen)
@@ -125,7 +128,7 @@ def serve(fd: int, compress_level: int, chosen: dict[str, str]) -> None:
             else:
                 results.append((task[0], None))
         try:
-            conn.send(("done", results))
+            conn.send(("done", (results, time.perf_counter() - began)))
         except OSError:
             return
 
