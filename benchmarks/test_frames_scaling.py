@@ -11,7 +11,6 @@ one worker of the same size and encoder measured earlier in the same run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,9 @@ from h5recorder._ring import SHM_DIR, SHM_PREFIX, SharedColumn
 from h5recorder.workloads import photo_frames
 
 CORES = len(os.sched_getaffinity(0))
-SIZES = {"224x224": (224, 224, 160), "640x480": (480, 640, 24)}  # height, width, frames/worker
-ENCODERS = [
-    "pillow",
-    pytest.param("imagecodecs", marks=pytest.mark.skipif(
-        importlib.util.find_spec("imagecodecs") is None, reason="imagecodecs not installed")),
-]
+# height, width, frames per worker
+SIZES = {"224x224": (224, 224, 320), "640x480": (480, 640, 96), "1280x720": (720, 1280, 32)}
+ENCODERS = ["auto", "imagecodecs"]  # the recorder's choice for RGB (fpng), and the one before
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs POSIX shared memory")
 
