@@ -46,9 +46,9 @@ def test_demo_records_and_prints_its_figures(tmp_path):
 
 
 def test_demo_says_early_when_the_encoders_fall_behind(tmp_path):
-    # flat out, the rig's frames come far faster than the encoders write them
+    # flat out, the rig's four frames a step come far faster than the encoders write them
     out = run(
-        "demo", "--cameras", "1", "--seconds", "0.6", "--rate", "0", "--out-dir", str(tmp_path)
+        "demo", "--cameras", "3", "--seconds", "0.8", "--rate", "0", "--out-dir", str(tmp_path)
     ).splitlines()
     early = [i for i, line in enumerate(out) if "encoders behind" in line]
     assert early, out
