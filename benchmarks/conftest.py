@@ -26,6 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds per case of the three-workload head-to-head (default 2)")
     group.addoption("--rig-seconds", type=float, default=10.0,
                     help="seconds of paced recording per camera-rig keep-up case (default 10)")
+    group.addoption("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval during the rig keep-up cases (default: Python's)")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,9 @@
 """The camera rig keeps up: two 640x480 RGB cameras, a 480x640 uint16 depth camera and joints,
 paced at 30 steps/s, with PNG frames on and, in the same run, off.
 
+``--switch-interval`` sets ``sys.setswitchinterval`` for the run (Python's default is 5 ms:
+a thread that wants the GIL back, after a copy that released it, may wait that long).
+
 Figures, with ``-s``: frames written while recording and deferred to ``close()``, the seconds
 ``close()`` took, the largest ``frames_close_seconds`` that ``status()`` reported while
 recording, and ``record()`` p50/p99/p99.9/max with frames on and off. Every PNG is decoded
@@ -13,6 +16,7 @@ back (Pillow) and compared with the frame recorded. Asserts what was written, ne
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +44,11 @@ def rig() -> Workload:
 def test_rig_keeps_up(benchmark: Any, request: pytest.FixtureRequest, rig: Workload,
                       frames: str, tmp_path: Path) -> None:
     seconds = float(request.config.getoption("--rig-seconds"))
+    switch = request.config.getoption("--switch-interval")
+    if switch is not None:  # how often Python hands the GIL over; the default is 5 ms
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(switch)
+        request.addfinalizer(lambda: sys.setswitchinterval(previous))
     keys = rig.image_keys if frames == "on" else []
     recorder = Recorder("rig", out_dir=str(tmp_path), image_keys_to_save=keys, **rig.spaces())
     assert recorder.wait_ready(timeout=120)
@@ -87,7 +96,8 @@ def test_rig_keeps_up(benchmark: Any, request: pytest.FixtureRequest, rig: Workl
             frames_missing=status.frames_missing,
             worst_close_estimate_s=round(worst_close, 3),
         )
-    figures.update(load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
+    figures.update(load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
+                   switch_interval_ms=round(sys.getswitchinterval() * 1e3, 2))
     _figures[frames] = figures
     report(benchmark, f"rig {seconds:g} s at {RATE:g} Hz, frames {frames}", figures)
     if len(_figures) == 2:
