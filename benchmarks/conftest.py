@@ -28,6 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds of paced recording per camera-rig keep-up case (default 10)")
     group.addoption("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval during the rig keep-up cases (default: Python's)")
+    group.addoption("--episodes", type=int, default=20,
+                    help="seed episodes read by the many-episodes benchmark (default 20)")
+    group.addoption("--episode-steps", type=int, default=1000,
+                    help="steps per seed episode (default 1000)")
+    group.addoption("--stats-files", type=int, default=1000,
+                    help="episode files whose statistics are merged (default 1000)")
 
 
 @pytest.fixture(scope="session")

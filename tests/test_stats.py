@@ -15,7 +15,8 @@ from h5recorder._stats import (
     LeafStats,
     Summary,
     quantile_key,
-    summaries_from_attributes,
+    summaries_from_fields,
+    unpack_summary,
 )
 from h5recorder.workloads import photo_frames
 
@@ -113,7 +114,7 @@ def test_a_recorded_episode_stores_quantiles_within_their_bound(tmp_path, steps)
     with h5py.File(tmp_path / "q.h5") as file:
         attrs = file["observation/joints"].attrs
         np.testing.assert_array_equal(attrs["stats_q50"], joints["q50"])
-        summaries = summaries_from_attributes(attrs, np.dtype(np.float32))
+        summaries = summaries_from_fields(unpack_summary(attrs["stats_summary"]))
     assert summaries is not None
     assert [s.count for s in summaries] == [steps, steps, steps - 1, steps]
     for c, summary in enumerate(summaries):  # read back from the attributes alone
@@ -136,13 +137,14 @@ def test_image_and_depth_quantiles_come_from_exact_histograms(tmp_path):
         stats = rec.save_stats()
     image, deep = stats["observation/image"], stats["observation/depth"]
     pixels = frames.reshape(-1, 3)
-    assert image["histogram"].shape == (3, 256) and image["rank_error"].tolist() == [0, 0, 0]
+    packed = unpack_summary(image["summary"])
+    assert packed["histogram"].shape == (3, 256) and image["rank_error"].tolist() == [0, 0, 0]
     for q in QUANTILES:  # exact per channel
         exact = np.quantile(pixels, q, axis=0, method="inverted_cdf")
         np.testing.assert_array_equal(image[quantile_key(q)], exact)
         assert_within_rank_error(depth.ravel().astype(np.float64), q, deep[quantile_key(q)][0],
                                  deep["rank_error"][0])  # fmt: skip
-    np.testing.assert_array_equal(image["histogram"][1], np.bincount(pixels[:, 1], minlength=256))
+    np.testing.assert_array_equal(packed["histogram"][1], np.bincount(pixels[:, 1], minlength=256))
     assert deep["rank_error"][0] == pytest.approx(1 / 2048)  # 1,024 points of an exact table
 
 
@@ -201,9 +203,10 @@ def test_signed_small_integers_keep_exact_statistics(tmp_path):
     wide = values.astype(np.float64)
     np.testing.assert_array_equal(stats["min"], wide.min(axis=0))
     np.testing.assert_allclose(stats["mean"], wide.mean(axis=0), rtol=1e-12)
-    assert stats["histogram_offset"] == -128
+    packed = unpack_summary(stats["summary"])
+    assert packed["histogram_offset"] == -128
     first = np.bincount(values[:, 0].astype(np.int64) + 128, minlength=256)
-    np.testing.assert_array_equal(stats["histogram"][0], first)
+    np.testing.assert_array_equal(packed["histogram"][0], first)
     for q in QUANTILES:
         exact = np.quantile(values, q, axis=0, method="inverted_cdf")
         np.testing.assert_array_equal(stats[quantile_key(q)], exact)

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from ._schema import ROOTS
-from ._stats import QUANTILES, Summary, quantile_key, summaries_from_attributes
+from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
 from .errors import SchemaError
 
 __all__ = ["Dataset", "EpisodeInfo", "dataset", "episode_paths"]
@@ -219,13 +219,23 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> 
     for name, node in datasets.items():
         longest = max(longest, node.shape[0])
         attrs = node.attrs
-        if "stats_count" not in attrs:
-            closed = False
-            continue
-        entry: dict[str, Any] = {key[6:]: attrs[key] for key in _STAT_KEYS if key in attrs}
-        if "stats_value_counts" in attrs:
-            entry["value_counts"] = attrs["stats_value_counts"]
-        entry["summaries"] = summaries_from_attributes(attrs, node.dtype)
+        entry: dict[str, Any]
+        try:  # everything needed, in one read (a lookup by name costs as much as a read)
+            blob = attrs["stats_summary"]
+        except KeyError:
+            blob = None
+        if blob is not None:
+            entry = dict(unpack_summary(blob))
+            entry["summaries"] = summaries_from_fields(entry)
+        else:  # strings, leaves too wide for one attribute, files not closed
+            present = set(attrs)
+            if "stats_count" not in present:
+                closed = False
+                continue
+            entry = {key[6:]: attrs[key] for key in _STAT_KEYS if key in present}
+            if "stats_value_counts" in present:
+                entry["value_counts"] = attrs["stats_value_counts"]
+            entry["summaries"] = None
         entry["per_row"] = math.prod(node.shape[1:])
         stats[name] = entry
     problems = []

@@ -10,14 +10,17 @@ mean, the sum of squared deviations and a quantile summary that merges across ep
   goes, so each stored summary carries a bound that holds, not an estimate.
 
 ``save_stats()`` stores them as ``stats_*`` attributes: ``q01`` ... ``q99`` and ``rank_error``
-shaped like ``mean``, and the summary itself (``stats_histogram`` for 8-bit data, else
-``stats_sketch`` points with ``stats_sketch_count`` and ``stats_sketch_error``), which
-:func:`merge_summaries` combines for any set of episodes without reading their data.
+shaped like ``mean``, and ``stats_summary``: one array of bytes holding the moments and
+the quantile summary (the histogram of 8-bit data, else points per column with their count
+and rank error) packed by :func:`pack_summary`, from which ``h5recorder.dataset`` merges any
+set of episodes with one attribute read per dataset and no data read.
 Quantiles ignore NaN (as ``numpy.nanquantile`` does).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,10 @@ __all__ = [
     "QUANTILES",
     "LeafStats",
     "Summary",
+    "pack_summary",
     "quantile_key",
+    "summaries_from_fields",
+    "unpack_summary",
     "weighted_quantiles",
 ]
 
@@ -40,7 +46,8 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 SKETCH_K = 4096  # items per compactor level: the bound grows like log2(n / k) / k
 SKETCH_POINTS = 1024  # points stored per column: they add at most 1 / 2048 to the rank error
 MAX_SKETCH_COLUMNS = 64  # wider leaves keep moments only
-ATTRIBUTE_BYTES = 60_000  # an HDF5 attribute of the default file format holds under 64 KiB
+ATTRIBUTE_BYTES = 56_000  # an HDF5 attribute of the default file format holds under 64 KiB
+MAX_ATTRIBUTE_BYTES = 64_000
 HISTOGRAM_CELLS = 1 << 21  # 16 MiB of int64 counts at most per leaf
 
 
@@ -121,16 +128,48 @@ def _stored_points(values: np.ndarray[Any, Any], count: int, error: float) -> Su
     return Summary(values, np.full(len(values), weight), count, error)
 
 
-def summaries_from_attributes(attrs: Any, dtype: np.dtype[Any]) -> list[Summary] | None:
-    """The per-column summaries stored with a dataset's statistics, or None if there are none."""
-    if "stats_histogram" in attrs:
-        table = np.asarray(attrs["stats_histogram"])
-        values = int(attrs["stats_histogram_offset"]) + np.arange(table.shape[1])
+def pack_summary(fields: dict[str, Any]) -> np.ndarray[Any, Any]:
+    """Arrays as one uint8 array, to be stored as one attribute: reading a file's statistics
+    then costs one attribute read per dataset, not one per array.
+
+    Layout: a 4-byte little-endian length, a JSON header ``{name: [dtype, shape, offset]}``,
+    then each array's bytes (C order, the dtype's own byte order).
+    """
+    arrays = {name: np.asarray(value) for name, value in fields.items()}
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, array in arrays.items():
+        header[name] = [array.dtype.str, list(array.shape), offset]
+        offset += array.nbytes
+    text = json.dumps(header).encode()
+    parts = [len(text).to_bytes(4, "little"), text, *(a.tobytes("C") for a in arrays.values())]
+    return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def unpack_summary(blob: Any) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays of a ``stats_summary`` attribute (see :func:`pack_summary`)."""
+    data = np.asarray(blob, np.uint8).tobytes()
+    length = int.from_bytes(data[:4], "little")
+    header = json.loads(data[4 : 4 + length])
+    body = memoryview(data)[4 + length :]
+    result = {}
+    for name, (dtype, shape, offset) in header.items():
+        kind = np.dtype(dtype)
+        count = math.prod(shape)
+        result[name] = np.frombuffer(body, kind, count, offset).reshape(shape)
+    return result
+
+
+def summaries_from_fields(fields: dict[str, np.ndarray[Any, Any]]) -> list[Summary] | None:
+    """The per-column quantile summaries of an unpacked ``stats_summary``, or None."""
+    if "histogram" in fields:
+        table = fields["histogram"]
+        values = int(fields["histogram_offset"]) + np.arange(table.shape[1])
         return [Summary(values, row, int(row.sum()), 0.0) for row in table]
-    if "stats_sketch" in attrs:
-        points = np.asarray(attrs["stats_sketch"])
-        counts = np.asarray(attrs["stats_sketch_count"]).tolist()
-        errors = np.asarray(attrs["stats_sketch_error"]).tolist()
+    if "sketch" in fields:
+        points = fields["sketch"]
+        counts = fields["sketch_count"].tolist()
+        errors = fields["sketch_error"].tolist()
         return [
             _stored_points(points[c, : min(points.shape[1], n)], n, error)
             for c, (n, error) in enumerate(zip(counts, errors, strict=True))
@@ -371,6 +410,7 @@ class LeafStats:
         """count, min, max, mean, std (population), q01 ... q99 and their rank-error bound,
         the stored quantile summary, and value_counts for ``Discrete``."""
         result: dict[str, Any] = {"count": self.rows}
+        fields: dict[str, Any] = {}
         if not self.leaf.is_string:
             if self.histogram is not None:
                 self._histogram_moments()
@@ -388,6 +428,8 @@ class LeafStats:
                 put(key, values)
             put("mean", mean)
             put("std", std)
+            for key in ("count", "min", "max", "mean", "std"):
+                fields[key] = np.asarray(result[key])
             summaries = self.summaries()
             if summaries is not None:
                 quantiles = np.array([s.quantiles() for s in summaries])  # (width, 5)
@@ -396,9 +438,15 @@ class LeafStats:
                     put(quantile_key(q), quantiles[:, i])
                 errors = zip(stored.pop("errors"), summaries, strict=True)
                 put("rank_error", [e / max(1, s.count) for e, s in errors])
-                result.update(stored)
+                fields.update(stored)
         if self.counts is not None:
             result["value_counts"] = self.counts.copy()
+        if not self.leaf.is_string:
+            if self.counts is not None:
+                fields["value_counts"] = result["value_counts"]
+            packed = pack_summary(fields)
+            if packed.nbytes <= MAX_ATTRIBUTE_BYTES:  # very wide leaves: their moments only
+                result["summary"] = packed
         return result
 
     def _stored_form(self, summaries: list[Summary]) -> dict[str, Any]:
