@@ -32,6 +32,7 @@ from ._frames import FramePool, FrameSource, check_image, frame_dirs
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
     ROOTS,
+    TIME_ATTRIBUTE,
     Leaf,
     Plan,
     create_layout,
@@ -44,7 +45,7 @@ from ._schema import (
 )
 from ._stats import LeafStats
 from ._version import __version__
-from ._writer import Counters, Status, Writer
+from ._writer import Counters, Status, Writer, new_file, place_file
 from .errors import ClosedError, RecorderError, SchemaError, WriterError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
@@ -193,11 +194,6 @@ class Options:
         return asdict(self)
 
 
-def _open_file(path: Path) -> h5py.File:
-    # fs_strategy="none": rewritten chunks go to fresh space, never over flushed data.
-    return h5py.File(path, "w", fs_strategy="none")
-
-
 class Recorder:
     """Records timesteps into an HDF5 file without making the caller wait.
 
@@ -277,6 +273,7 @@ class Recorder:
             state=state_space,
             supervision=supervision_space,
         )
+        self._place()
         if self.root_keys:
             self._start()
             # Loading the compiled kernels takes about 0.3 s from numba's cache (seconds the
@@ -290,10 +287,14 @@ class Recorder:
         if self.filename.exists():
             self._move_aside()
         self.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.file = _open_file(self.filename)
+        self.file = new_file(self.filename)  # in memory until _place()
         self.file.attrs["size"] = 0
         self.file.attrs["recorder_version"] = __version__
         self.file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
+        self.file.attrs["recorder_status"] = json.dumps(self._counters.status(None).to_dict())
+        self.file.attrs["recorder_frames"] = json.dumps(
+            {"keys": [], "folders": [], "deferred": 0, "missing": []}
+        )
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
             self.file, leaves, self.options.compression, self.options.compression_level
@@ -301,6 +302,16 @@ class Recorder:
         self._time_columns = (leaves, datasets)
         self._closed = False
         _open_recorders.add(self)
+
+    def _place(self) -> None:
+        """Put the new file, with the layout of the spaces given so far, at its path."""
+        self.file = place_file(self.file, self.filename)
+        self._datasets = {
+            leaf.index: self.file["/".join(leaf.path)] for leaf in self._plan.leaves
+        }
+        leaves, _ = self._time_columns
+        clock = self.file[self.file.attrs[TIME_ATTRIBUTE]]
+        self._time_columns = (leaves, [clock[leaf.path[-1]] for leaf in leaves])
 
     def _move_aside(self) -> None:
         """Move the file (and its frames, if any) aside, keeping them together.
@@ -413,6 +424,7 @@ class Recorder:
             self.missing_frames = [path for _, _, path in writer.deferred]
             writer.counters.frames_missing = len(self.missing_frames)
         elif writer.deferred:
+            writer.refresh_lookups()
             for row, leaf, path in writer.deferred:
                 frames.encode_from_array(self._datasets[leaf.index][row], path)
         if frames.pending:
@@ -421,13 +433,16 @@ class Recorder:
         writer.note_frames()
         if writer.error is not None:
             return
-        self.file.attrs["recorder_frames"] = json.dumps(
-            {
+        self.file.attrs.modify(
+            "recorder_frames",
+            json.dumps(
+                {
                 "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
                 "folders": [str(folder) for _, _, folder in writer.frame_targets],
                 "deferred": len(writer.deferred),
                 "missing": self.missing_frames,
-            }
+                }
+            ),
         )
 
     def close(self) -> None:
@@ -487,6 +502,7 @@ class Recorder:
         self._datasets = {}
         self._open()
         self.configure_root_spaces(**root_spaces)
+        self._place()
         if self.root_keys:
             self._start()
 
@@ -541,6 +557,8 @@ class Recorder:
             leaf.index: created.get(leaf.index) or self.file["/".join(leaf.path)]
             for leaf in self._plan.leaves
         }
+        for index, dataset in created.items():  # placeholders, rewritten in place later
+            LeafStats(self._plan.leaves[index]).store(dataset)
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
         self.file.flush()  # a file killed before its first commit still opens

@@ -1,24 +1,32 @@
 """Mending a file whose recorder was killed: ``h5recorder recover PATH``.
 
-A killed recorder leaves a file that opens as it is (see ``_writer``): ``size`` covers only
-flushed rows, but datasets may hold more rows than ``size`` (chunks written after the last
-commit). Recovery checks that every row below ``size`` reads back, lowers ``size`` to the
-longest readable prefix if one does not, and trims every dataset to exactly ``size`` rows,
-as ``close()`` would have.
+What a killed recorder leaves (see ``_writer``), and what is done about it:
+
+- The index of a dataset was flushed before the superblock that records the file's new end of
+  allocation: HDF5 then refuses to read what lies past the recorded end ("addr overflow").
+  The recorded end is raised to the file's length (what ``h5clear --increment`` does); every
+  byte past the old end was written by the recorder before the crash.
+- Datasets hold more rows than ``size`` (chunks written after the last commit): every row
+  below ``size`` is checked to read back, ``size`` is lowered to the longest readable prefix
+  if one does not, and every dataset is trimmed to exactly ``size`` rows, as ``close()``
+  would have done.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
 from .errors import RecoveryError
 
-__all__ = ["RecoveryReport", "recover"]
+__all__ = ["RecoveryReport", "all_datasets", "recover"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +35,14 @@ class RecoveryReport:
     size_before: int
     size_after: int
     trimmed: dict[str, int]
+    end_raised: int = 0  # bytes the superblock's end of allocation was raised by
 
     def summary(self) -> str:
         lines = [f"{self.path}: {self.size_after} steps readable"]
+        if self.end_raised:
+            lines.append(
+                f"  end of allocation raised by {self.end_raised} bytes to the file's length"
+            )
         if self.size_after != self.size_before:
             lines.append(f"  size lowered from {self.size_before} (unreadable rows after it)")
         for name, rows in sorted(self.trimmed.items()):
@@ -37,9 +50,94 @@ class RecoveryReport:
         return "\n".join(lines)
 
 
-def _datasets(file: h5py.File) -> list[h5py.Dataset]:
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MASK32 = 0xFFFFFFFF
+
+
+def _rotate(value: int, bits: int) -> int:
+    return ((value << bits) | (value >> (32 - bits))) & MASK32
+
+
+def checksum(data: bytes) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` with seed 0: HDF5's metadata checksum."""
+    a = b = c = (0xDEADBEEF + len(data)) & MASK32
+    rest = len(data)
+    position = 0
+    while rest > 12:
+        x, y, z = struct.unpack_from("<3I", data, position)
+        a, b, c = (a + x) & MASK32, (b + y) & MASK32, (c + z) & MASK32
+        for first, second, third, bits in _MIX:
+            a, b, c = _mix_step((a, b, c), first, second, third, bits)
+        rest -= 12
+        position += 12
+    if rest == 0:
+        return c
+    x, y, z = struct.unpack("<3I", data[position:] + bytes(12 - rest))
+    a, b, c = (a + x) & MASK32, (b + y) & MASK32, (c + z) & MASK32
+    for first, second, bits in _FINAL:
+        a, b, c = _final_step((a, b, c), first, second, bits)
+    return c
+
+
+# lookup3's mix: registers[first] -= registers[third]; ^= rotate(third, bits); third += second
+_MIX = [(0, 1, 2, 4), (1, 2, 0, 6), (2, 0, 1, 8), (0, 1, 2, 16), (1, 2, 0, 19), (2, 0, 1, 4)]
+# lookup3's final: registers[second] ^= registers[first]; -= rotate(first, bits)
+_FINAL = [(1, 2, 14), (2, 0, 11), (0, 1, 25), (1, 2, 16), (2, 0, 4), (0, 1, 14), (1, 2, 24)]
+
+
+def _mix_step(
+    registers: tuple[int, int, int], first: int, second: int, third: int, bits: int
+) -> tuple[int, int, int]:
+    values = list(registers)
+    values[first] = ((values[first] - values[third]) & MASK32) ^ _rotate(values[third], bits)
+    values[third] = (values[third] + values[second]) & MASK32
+    return values[0], values[1], values[2]
+
+
+def _final_step(
+    registers: tuple[int, int, int], first: int, second: int, bits: int
+) -> tuple[int, int, int]:
+    values = list(registers)
+    values[second] = ((values[second] ^ values[first]) - _rotate(values[first], bits)) & MASK32
+    return values[0], values[1], values[2]
+
+
+def raise_end_of_allocation(path: Path) -> int:
+    """Raise the superblock's end of allocation to the file's length; return by how much.
+
+    Only for the superblock versions 2 and 3 the recorder writes (offsets of 8 bytes);
+    anything else is left as it is.
+    """
+    length = os.path.getsize(path)
+    with open(path, "r+b") as file:
+        block = bytearray(file.read(48))
+        if len(block) < 48 or block[:8] != SIGNATURE or block[8] not in (2, 3) or block[9] != 8:
+            return 0
+        end = int(struct.unpack_from("<Q", block, 28)[0])
+        if end >= length:
+            return 0
+        struct.pack_into("<Q", block, 28, length)
+        struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
+        file.seek(0)
+        file.write(block)
+    return length - end
+
+
+def all_datasets(file: h5py.File) -> list[h5py.Dataset]:
+    """Every dataset in ``file``, those of groups reached by a root attribute's reference
+    (the unlinked time group, see ``_schema``) included."""
     found: list[h5py.Dataset] = []
-    file.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+
+    def take(_: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found.append(obj)
+
+    file.visititems(take)
+    for value in file.attrs.values():
+        if isinstance(value, h5py.Reference) and value:
+            target = file[value]
+            if isinstance(target, h5py.Group):
+                target.visititems(take)
     return found
 
 
@@ -60,11 +158,12 @@ def recover(path: str | Path) -> RecoveryReport:
     """
     path = Path(path)
     try:
+        end_raised = raise_end_of_allocation(path)
         file = h5py.File(path, "r+")
     except OSError as error:
         raise RecoveryError(f"{path}: cannot open the file ({error})") from error
     with file:
-        datasets = [d for d in _datasets(file) if d.shape and d.maxshape[0] is None]
+        datasets = [d for d in all_datasets(file) if d.shape and d.maxshape[0] is None]
         time = file.attrs.get("recorder_time")
         if isinstance(time, h5py.Reference) and time:  # per-step time, not linked from the root
             group = file[time]
@@ -84,7 +183,12 @@ def recover(path: str | Path) -> RecoveryReport:
             {"size_before": size_before, "size_after": size, "trimmed": trimmed}
         )
         if "recorder_status" in file.attrs:
-            status = json.loads(file.attrs["recorder_status"])
+            try:
+                status = json.loads(file.attrs["recorder_status"])
+            except (OSError, ValueError):
+                # rewritten in place by the commit in flight: its text (in HDF5's global
+                # heap) was replaced before the attribute pointing to it; counters are lost
+                status = {"unreadable_after_crash": True}
             status["rows_committed"] = size
             file.attrs["recorder_status"] = json.dumps(status)
-    return RecoveryReport(path, size_before, size, trimmed)
+    return RecoveryReport(path, size_before, size, trimmed, end_raised)

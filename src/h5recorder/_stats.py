@@ -478,8 +478,12 @@ class LeafStats:
         }
 
     def store(self, dataset: h5py.Dataset) -> dict[str, Any]:
-        """Write the statistics as ``stats_*`` attributes of ``dataset``; return them."""
+        """Write the statistics as ``stats_*`` attributes of ``dataset``; return them.
+
+        Written in place over the placeholders a new file holds (see ``_writer.place_file``),
+        so that the object header never grows while recording or closing.
+        """
         result = self.as_dict()
         for key, value in result.items():
-            dataset.attrs[f"stats_{key}"] = value
+            dataset.attrs.modify(f"stats_{key}", value)
         return result

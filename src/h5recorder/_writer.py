@@ -5,15 +5,29 @@ code may still use ``recorder.file`` itself; h5py serializes the two). It
 
 1. moves the rows in ``[tail, head)`` of the ring into one staging chunk per leaf, updating
    the statistics in the same pass (``native.fold_rows``, GIL released);
-2. writes each chunk as soon as it is full: blosc2 chunks are compressed here (python-blosc2
-   with the GIL released) and written with ``write_direct_chunk``; other filters go through
-   HDF5's own pipeline, which also runs without the GIL;
+2. writes each chunk as soon as it is full: blosc2 chunks (python-blosc2, GIL released) and
+   gzip chunks (zlib) are compressed here and written with ``write_direct_chunk``; lzf goes
+   through HDF5's own pipeline, which also runs without the GIL;
 3. commits at least every ``commit_interval`` seconds: it writes the partly filled last chunk
    of each leaf, grows the datasets to the rows done, flushes, and only then sets ``size`` and
    the counters and flushes again, so that after a crash ``size`` never covers rows that were
-   not flushed. The file is created with HDF5's ``fs_strategy="none"``: a chunk written again
-   goes to new space at the end of the file and never over data a flushed index still points
-   at, which is what makes a file killed at any moment open as it is.
+   not flushed.
+
+Nothing is ever written over bytes that the index on disk points at, so a crash at any write
+leaves rows below ``size`` intact (``tests/test_crash_replay.py`` checks every write):
+
+- the file is built in memory (layout, attributes, an empty chunk index per dataset) and
+  renamed into place whole (:func:`place_file`);
+- HDF5 keeps no free-space lists (``fs_strategy="none"``): space it frees is not reused, except
+  at the very end of the file, where it shrinks the file and puts the next chunk on the freed
+  bytes. So a partly filled chunk is stored raw (every filter marked as skipped), and each
+  commit rewrites it in place with the same bytes plus the new rows; once full, it is written
+  compressed only if something was allocated after its raw copy (else it stays raw);
+- attributes are rewritten in place (``attrs.modify``), never grown: a header that grows gets a
+  continuation block that HDF5 writes after the header pointing to it.
+
+What a crash can still leave: a superblock whose end of allocation lags the index (the index is
+flushed first), and chunks past ``size``; ``recover`` mends both (``_recover``).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import queue
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
@@ -37,12 +52,13 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
+from ._recover import all_datasets
 from ._ring import Ring
 from ._schema import Leaf
 from ._stats import LeafStats
 from .errors import DiskFullError, WriterError
 
-__all__ = ["Counters", "Status", "Writer"]
+__all__ = ["Counters", "Status", "Writer", "new_file", "place_file"]
 
 RAW_ABOVE = 0.97  # a chunk compressed to more than this share of its size is stored raw
 RAW_CHUNKS = 16  # ... and so are the next chunks of that leaf, until one is tried again
@@ -162,6 +178,56 @@ def _merge_intervals_numpy(
     return int(gaps.max())
 
 
+def new_file(path: Path) -> h5py.File:
+    """An empty recording file, in memory until :func:`place_file` puts it at ``path``.
+
+    ``fs_strategy="none"``: HDF5 keeps no free-space lists, so space it frees is never reused
+    (except at the very end of the file, which the writer guards against).
+    """
+    return h5py.File(
+        f"{path}.{id(path):x}.image", "w", driver="core", backing_store=False, fs_strategy="none"
+    )
+
+
+def place_file(image: h5py.File, path: Path) -> h5py.File:
+    """Write ``image`` to ``path`` in one piece, close it and open the file there for writing.
+
+    The bytes go to a hidden file beside ``path`` that is then renamed, so a crash leaves
+    either no file at ``path`` or a complete one, never a file HDF5 half created.
+    """
+    _create_indexes(image)
+    image.flush()
+    data = image.id.get_file_image()
+    image.close()
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.creating.h5")
+    with open(temporary, "wb") as out:
+        out.write(data)
+    os.replace(temporary, path)
+    return open_file(path)
+
+
+def _create_indexes(file: h5py.File) -> None:
+    """Give every empty chunked dataset its chunk index (a B-tree root) now.
+
+    HDF5 creates it with the first chunk, and writes the dataset header that points to it
+    before the index itself: a crash between the two leaves a dataset no one can read or trim.
+    Writing one chunk and trimming it away leaves an empty index behind, in the image.
+    """
+    for dataset in all_datasets(file):
+        if dataset.chunks is None or dataset.shape[0]:
+            continue
+        dataset.resize(dataset.chunks[0], axis=0)
+        empty = bytes(math.prod(dataset.chunks) * dataset.id.get_type().get_size())
+        mask = (1 << dataset.id.get_create_plist().get_nfilters()) - 1
+        dataset.id.write_direct_chunk((0,) * dataset.ndim, empty, mask)
+        dataset.resize(0, axis=0)
+
+
+def open_file(path: Path) -> h5py.File:
+    """Open a placed file for writing (a seam for the crash-replay tests)."""
+    return h5py.File(path, "r+")
+
+
 def _file_size_limit() -> int | None:
     try:
         import resource
@@ -184,6 +250,15 @@ class _Staging:
         self.dirty = False
         self.extent = 0  # rows of the dataset, as this writer last set them
         self.raw_left = 0  # chunks to store uncompressed before trying to compress again
+        self.written = 0  # rows of this chunk handed to HDF5 (datasets without filters)
+        self.copy = 0  # for filtered datasets: allocation number of this chunk's raw copy
+
+    def next_chunk(self) -> None:
+        self.chunk += 1
+        self.rows = 0
+        self.dirty = False
+        self.written = 0
+        self.copy = 0
 
 
 class _Blosc2Frames:
@@ -207,6 +282,16 @@ class _Blosc2Frames:
         schunk = blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
         schunk.append_data(buffer)
         return schunk.to_cframe()  # type: ignore[no-any-return]
+
+
+class _Deflate:
+    """Compresses a chunk into the zlib stream HDF5's gzip (deflate) filter decodes."""
+
+    def __init__(self, level: int) -> None:
+        self._level = level
+
+    def frame(self, buffer: np.ndarray[Any, Any]) -> bytes:
+        return zlib.compress(np.ascontiguousarray(buffer).tobytes(), self._level)
 
 
 class Writer(threading.Thread):
@@ -265,12 +350,14 @@ class Writer(threading.Thread):
         self.deferred: list[tuple[int, Leaf, str]] = []
         self.encode_deferred = encode_deferred  # deferred frames are written at close()
         self._frames_before = frames.counters.written if frames is not None else 0
-        self.compressor: _Blosc2Frames | None = None
+        self.compressor: _Blosc2Frames | _Deflate | None = None
         if compression is not None and compression.startswith("blosc2"):
             codec = compression.partition(":")[2] or "lz4"
             self.compressor = _Blosc2Frames(
                 codec, 1 if compression_level is None else compression_level, compression_threads
             )
+        elif compression == "gzip":
+            self.compressor = _Deflate(1 if compression_level is None else compression_level)
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -283,6 +370,11 @@ class Writer(threading.Thread):
         self._last_commit = time.monotonic()
         self._directory = Path(file.filename).parent
         self._stamp_before = 0
+        self._allocations = 0  # chunks given new file space so far
+        self._skip_filters = {  # filter mask that marks every filter of a leaf as skipped
+            leaf.index: (1 << datasets[leaf.index].id.get_create_plist().get_nfilters()) - 1
+            for leaf in leaves
+        }
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -480,7 +572,7 @@ class Writer(threading.Thread):
                 stats.fold(ring2d, slot, rows_per_chunk, self._no_rows[ring2d.dtype], 0, compiled)
                 self._count_values(leaf, stats, column, slot, rows_per_chunk, compiled)
                 self._write_chunk(leaf, staging, column[slot : slot + rows_per_chunk])
-                staging.chunk += 1
+                staging.next_chunk()
                 slot = (slot + rows_per_chunk) % capacity
                 count -= rows_per_chunk
                 continue
@@ -500,9 +592,7 @@ class Writer(threading.Thread):
             count -= take
             if staging.rows == rows_per_chunk:
                 self._write_chunk(leaf, staging)
-                staging.chunk += 1
-                staging.rows = 0
-                staging.dirty = False
+                staging.next_chunk()
 
     def _count_values(
         self,
@@ -530,6 +620,11 @@ class Writer(threading.Thread):
     def _write_chunk(
         self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None
     ) -> None:
+        """Write the chunk ``staging`` is filling, whole or (at a commit) partly filled.
+
+        Never over bytes that the index on disk points at (see the module docstring): rows
+        already written are written again only as the same bytes, in the same place.
+        """
         rows = staging.rows if rows_from_ring is None else len(rows_from_ring)
         first = staging.chunk * leaf.chunk_rows
         dataset = self.datasets[leaf.index]
@@ -539,27 +634,68 @@ class Writer(threading.Thread):
             dataset.resize(end, axis=0)
             staging.extent = end
         buffer = staging.buffer if rows_from_ring is None else rows_from_ring
-        self.counters.bytes_raw += rows * leaf.row_bytes
-        if self.compressor is None or leaf.is_string:
-            dataset[first : first + rows] = buffer[:rows]
-            self.counters.bytes_written += rows * leaf.row_bytes
+        self.counters.bytes_raw += (rows - staging.written) * leaf.row_bytes
+        mask = self._skip_filters[leaf.index]
+        if not mask:
+            # no filter: HDF5 keeps the chunk in place; only the rows not yet written go
+            # (variable-length strings written again would get new heap entries)
+            dataset[first + staging.written : first + rows] = buffer[staging.written : rows]
+            self.counters.bytes_written += (rows - staging.written) * leaf.row_bytes
+            staging.written = rows
             return
         if not full:
             buffer[rows:] = 0
         data = buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer
         offset = (first,) + (0,) * len(leaf.shape)
-        if not staging.raw_left:
-            frame = self.compressor.frame(data)
-            if len(frame) < RAW_ABOVE * data.nbytes:
-                dataset.id.write_direct_chunk(offset, frame, 0)
-                self.counters.bytes_written += len(frame)
+        # A chunk with a raw copy in the file stays raw when that copy is the file's last
+        # allocation: HDF5 would free it, shrink the file and put the new chunk on its bytes.
+        stays_raw = not full or (staging.copy != 0 and staging.copy == self._allocations)
+        if not stays_raw and not staging.raw_left:
+            if self.compressor is not None:
+                frame = self.compressor.frame(data)
+                if len(frame) < RAW_ABOVE * data.nbytes:
+                    dataset.id.write_direct_chunk(offset, frame, 0)
+                    self._allocations += 1
+                    self.counters.bytes_written += len(frame)
+                    staging.written = rows
+                    return
+                staging.raw_left = RAW_CHUNKS
+            else:  # lzf: HDF5's own pipeline, flushed so that the chunk is placed now
+                dataset[first : first + rows] = buffer[:rows]
+                dataset.flush()
+                self._allocations += 1
+                self.counters.bytes_written += rows * leaf.row_bytes
+                staging.written = rows
                 return
-            staging.raw_left = RAW_CHUNKS
-        # Noisy camera frames hardly compress: store such chunks as they are, with the
-        # filter marked as skipped (mask bit 0), and try compressing again now and then.
-        staging.raw_left -= 1
-        dataset.id.write_direct_chunk(offset, data.reshape(-1).view(np.uint8), 1)
+        # Stored as it is, with every filter marked as skipped: partly filled chunks (so the
+        # next commit rewrites them in place), and noisy camera frames that hardly compress
+        # (compression is tried again now and then).
+        if full and staging.raw_left:
+            staging.raw_left -= 1
+        dataset.id.write_direct_chunk(offset, data.reshape(-1).view(np.uint8), mask)
+        if not staging.copy:
+            self._allocations += 1
+            staging.copy = self._allocations
         self.counters.bytes_written += data.nbytes
+        staging.written = rows
+
+    def refresh_lookups(self) -> None:
+        """Let this process read back the chunks last written raw.
+
+        HDF5 2.0 remembers the last chunk written with ``write_direct_chunk`` with its filter
+        mask lost, so reading that chunk in this process fails ("filter returned failure")
+        until another chunk is looked up; readers in other processes are not affected. Looking
+        up an unallocated chunk past the end (grow, read one row, shrink back) resets it.
+        Call this on the writer thread before reading recorded rows back in this process.
+        """
+        for index in sorted(index for index, mask in self._skip_filters.items() if mask):
+            dataset = self.datasets[index]
+            rows = dataset.shape[0]
+            per_chunk = dataset.chunks[0]
+            past = -(-rows // per_chunk) * per_chunk + per_chunk
+            dataset.resize(past, axis=0)
+            dataset[past - 1]
+            dataset.resize(rows, axis=0)
 
     def _check_space(self, rows: int) -> None:
         """Refuse to write when the disk (or the process's file-size limit) is nearly full.
@@ -623,8 +759,10 @@ class Writer(threading.Thread):
         attrs = self.file.attrs
         # one attribute for all counters: every h5py call waits for the GIL, and a caller
         # spinning in a busy-wait loop hands it over only every switch interval (5 ms)
-        attrs["recorder_status"] = json.dumps(self.counters.status(self.ring).to_dict())
-        attrs["size"] = self.counters.rows_committed
+        # written in place (``modify``): a header that grew would get a continuation block,
+        # written after the header that points to it
+        attrs.modify("recorder_status", json.dumps(self.counters.status(self.ring).to_dict()))
+        attrs.modify("size", self.counters.rows_committed)
 
     def store_stats(self) -> dict[str, dict[str, Any]]:
         """Write every leaf's statistics as dataset attributes; return them by leaf name."""
