@@ -1,20 +1,28 @@
 """Crash consistency at every write: a recording's writes are logged, then replayed.
 
-A child process records with the file opened through h5py's ``fileobj`` driver on a file
-object that logs every write and truncation HDF5 makes (``LOGGED_OPEN``). The test then
-rebuilds the file as a crash after each logged call would leave it and checks every one of
-those states: it opens as it is, or after ``recover``; every row below ``size`` is exactly
-what was recorded; and ``size`` never falls below a size an earlier state already held (a
-crash loses only the commit in flight).
+A child process records with every write, truncation and fsync made to its file logged
+(``LOGGED_OPEN``: h5py's ``fileobj`` driver on a logging file object, or, with
+``durability="power"``, the journaled file object with its disk calls logged). The test then
+rebuilds the file as a crash after each logged call would leave it and checks every state:
+after ``recover`` (and, in the kill model, as it is where it opens), every row below ``size``
+is exactly what was recorded, and ``size`` holds every commit made durable before the crash.
 
-Model: a killed process (every write made before the crash is on disk, as the page cache
-keeps it). States before the file is placed (it is built in memory, then renamed into place)
-have no file at the path: nothing to check there.
+Models:
+
+- kill: the process dies; every write made before the crash is on disk (the page cache keeps
+  it). A commit is durable once written: ``size`` never falls below one an earlier state held.
+- power: the machine loses power; writes before the last fsync are on disk, and each 4 KiB
+  block written after it (and each truncation) is on disk or not, at random. ``size`` must
+  hold the last commit that an fsync made durable.
+
+States before the file is placed (it is built in memory, then renamed into place) have no file
+at the path: there is nothing to check there.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -32,13 +40,14 @@ from h5recorder.workloads import photo_frames
 FRAMES = 16
 SEED = 11
 
-# Runs in the child before the recorder: every write HDF5 makes to the recording is logged
-# as kind (1 byte: w, t), offset (8), length (8), data. The file's bytes when it is opened
-# for writing (the placed image) come first, as a write at offset 0.
+# Runs in the child before the recorder. Every call that changes the recording's file is
+# logged as kind (1 byte: w write, t truncate, s fsync), offset (8), length (8), data. The
+# placed file's bytes come first, as a write at offset 0 (placing it is atomic: a rename).
 LOGGED_OPEN = """
 import io, os, struct
 import h5py
 from h5recorder import _writer
+from h5recorder._journal import JournaledFile
 
 LOG = os.open(os.environ["H5RECORDER_WRITE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
@@ -57,10 +66,27 @@ class LoggedFile(io.FileIO):
         log(b"t", self.tell() if size is None else size)
         return super().truncate(size)
 
-def open_logged(path):
+class LoggedJournal(JournaledFile):
+    def _put(self, offset, data):
+        log(b"w", offset, data)
+        super()._put(offset, data)
+
+    def _sync(self):
+        log(b"s", 0)
+        super()._sync()
+
+    def _cut(self, size):
+        log(b"t", size)
+        super()._cut(size)
+
+def open_logged(path, user_block=0):
     with open(path, "rb") as placed:
         log(b"w", 0, placed.read())
-    return h5py.File(LoggedFile(path, "r+"), "r+")
+    if user_block:  # placed with fsync: the file and its rename are on disk
+        log(b"s", 0)
+        journal = LoggedJournal(path, user_block)
+        return h5py.File(journal, "r+"), journal
+    return h5py.File(LoggedFile(path, "r+"), "r+"), None
 
 _writer.open_file = open_logged
 """
@@ -72,13 +98,13 @@ from gymnasium import spaces
 from h5recorder import Recorder
 from h5recorder.workloads import photo_frames
 
-out_dir, steps, rate, interval, saved = sys.argv[1:6]
+out_dir, steps, rate, interval, saved, durability = sys.argv[1:7]
 frames = photo_frames(16, 48, 64, seed=11)
 space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
                      "joints": spaces.Box(-np.inf, np.inf, (3,), np.float64),
                      "note": spaces.Text(20)})
 recorder = Recorder("replay", out_dir=out_dir, observation_space=space,
-                    commit_interval=float(interval),
+                    commit_interval=float(interval), durability=durability,
                     image_keys_to_save=saved.split(",") if saved else [])
 start = time.perf_counter()
 for i in range(int(steps)):
@@ -90,16 +116,27 @@ recorder.close()
 """
 
 
-def record_logged(tmp_path: Path, steps: int, rate: float, interval: float, frames: bool) -> Path:
+def record_logged(
+    tmp_path: Path, steps: int, rate: float, interval: float, frames: bool, durability: str
+) -> Path:
     """Record in a child process with every write logged; return the log."""
     log = tmp_path / "writes.log"
     out = tmp_path / "recording"
     subprocess.run(
-        [sys.executable, "-c", LOGGED_OPEN + CHILD, str(out), str(steps), str(rate),
-         str(interval), "image" if frames else ""],
+        [
+            sys.executable,
+            "-c",
+            LOGGED_OPEN + CHILD,
+            str(out),
+            str(steps),
+            str(rate),
+            str(interval),
+            "image" if frames else "",
+            durability,
+        ],
         env={**os.environ, "H5RECORDER_WRITE_LOG": str(log)},
         check=True,
-        timeout=300,
+        timeout=600,
     )
     return log
 
@@ -147,8 +184,18 @@ def recovered(state: Path, mended: Path, frames: np.ndarray) -> int:
 LEAVES = ("observation/image", "observation/joints", "observation/note")
 
 
-def replay(log: Path, work: Path, frames: np.ndarray) -> dict[str, int]:
-    """Check the state after every logged call; return counts by outcome.
+def apply(state: bytearray, kind: bytes, offset: int, data: bytes) -> None:
+    if kind == b"w":
+        if len(state) < offset + len(data):
+            state.extend(bytes(offset + len(data) - len(state)))
+        state[offset : offset + len(data)] = data
+    elif kind == b"t":
+        del state[offset:]
+        state.extend(bytes(offset - len(state)))
+
+
+def replay_kill(log: Path, work: Path, frames: np.ndarray) -> dict[str, int]:
+    """Check the kill-model state after every logged call; return counts by outcome.
 
     Every state is also recovered (on a copy): ``recover`` must keep a state that opens as
     it is at its ``size``, and trim every dataset to exactly ``size`` rows.
@@ -163,7 +210,7 @@ def replay(log: Path, work: Path, frames: np.ndarray) -> dict[str, int]:
             if kind == b"w":
                 out.seek(offset)
                 out.write(data)
-            else:
+            elif kind == b"t":
                 out.truncate(offset)
             out.flush()
             where = f"crash after call {cut} of {len(calls)} ({kind.decode()} at {offset})"
@@ -194,21 +241,96 @@ def replay(log: Path, work: Path, frames: np.ndarray) -> dict[str, int]:
     return counts
 
 
+def replay_power(log: Path, work: Path, frames: np.ndarray, keep: float) -> dict[str, int]:
+    """Check the power-model state after every logged call (after ``recover``).
+
+    Each state keeps every call before the last fsync and, of the calls after it, each 4 KiB
+    block of a write (counted from the write's start) and each truncation with probability
+    ``keep`` (seeded by the crash point). ``size`` must be at least the size of the state the
+    last fsync made durable.
+    """
+    calls = read_log(log)
+    state, mended = work / "state.h5", work / "mended.h5"
+    durable = bytearray()
+    durable_size = 0
+    since: list[tuple[bytes, int, bytes]] = []  # calls after the last fsync
+    syncs = 0
+    for cut, (kind, offset, data) in enumerate(calls, 1):
+        if kind == b"s":
+            for call in since:
+                apply(durable, *call)
+            since = []
+            syncs += 1
+            state.write_bytes(durable)
+            durable_size = recovered(state, mended, frames)
+        else:
+            since.append((kind, offset, data))
+        if not syncs:  # the placed file's own bytes, logged before their fsync
+            continue
+        chance = random.Random(cut)
+        crashed = bytearray(durable)
+        for kind_after, offset_after, data_after in since:
+            if kind_after == b"t":
+                if chance.random() < keep:
+                    apply(crashed, kind_after, offset_after, b"")
+                continue
+            if len(crashed) < offset_after + len(data_after):
+                crashed.extend(bytes(offset_after + len(data_after) - len(crashed)))
+            for block in range(0, len(data_after), 4096):
+                if chance.random() < keep:
+                    piece = data_after[block : block + 4096]
+                    crashed[offset_after + block : offset_after + block + len(piece)] = piece
+        state.write_bytes(crashed)
+        where = f"power cut after call {cut} of {len(calls)} ({kind.decode()} at {offset})"
+        try:
+            size = recovered(state, mended, frames)
+        except Exception as error:
+            raise AssertionError(f"{where}: after recover: {error!r}") from error
+        assert size >= durable_size, (
+            f"{where}: size {size} after recover is below {durable_size}, which the last "
+            "fsync made durable"
+        )
+    return {"crash points": len(calls), "fsyncs": syncs, "final size": durable_size}
+
+
 @pytest.fixture(scope="module")
 def replay_frames() -> np.ndarray:
     return photo_frames(FRAMES, 48, 64, seed=SEED)
 
 
 def test_every_crash_point_of_a_short_recording_opens_with_exact_rows(tmp_path, replay_frames):
-    log = record_logged(tmp_path, steps=400, rate=1000, interval=0.03, frames=False)
-    counts = replay(log, tmp_path, replay_frames)
+    log = record_logged(tmp_path, 400, rate=1000, interval=0.03, frames=False, durability="process")
+    counts = replay_kill(log, tmp_path, replay_frames)
     assert counts["final size"] == 400
     assert counts["crash points"] > 100, counts  # commits, not just creation and close
 
 
+def test_every_power_cut_of_a_short_durable_recording_recovers_to_the_last_commit(
+    tmp_path, replay_frames
+):
+    log = record_logged(tmp_path, 300, rate=1000, interval=0.05, frames=False, durability="power")
+    counts = replay_power(log, tmp_path, replay_frames, keep=0.5)
+    assert counts["final size"] == 300
+    assert counts["fsyncs"] > 10, counts
+
+
 @pytest.mark.slow
-def test_every_crash_point_of_seconds_of_frames_opens_with_exact_rows(tmp_path, replay_frames):
-    log = record_logged(tmp_path, steps=2000, rate=500, interval=0.1, frames=True)
-    counts = replay(log, tmp_path, replay_frames)
+@pytest.mark.parametrize("durability", ["process", "power"])
+def test_every_crash_point_of_seconds_of_frames_opens_with_exact_rows(
+    tmp_path, replay_frames, durability
+):
+    log = record_logged(tmp_path, 2000, rate=500, interval=0.1, frames=True, durability=durability)
+    counts = replay_kill(log, tmp_path, replay_frames)
     assert counts["final size"] == 2000
     assert counts["crash points"] > 400, counts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_every_power_cut_of_seconds_of_frames_recovers_to_the_last_commit(
+    tmp_path, replay_frames, keep
+):
+    log = record_logged(tmp_path, 2000, rate=500, interval=0.1, frames=True, durability="power")
+    counts = replay_power(log, tmp_path, replay_frames, keep=keep)
+    assert counts["final size"] == 2000
+    assert counts["fsyncs"] > 40, counts

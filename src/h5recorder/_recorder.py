@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ._frames import FramePool, FrameSource, check_image, frame_dirs
+from ._journal import JOURNAL_BYTES, JournaledFile
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
     ROOTS,
@@ -147,6 +148,11 @@ class Options:
         PNG encoder processes; default: the cores minus one, at least one.
     png_compress_level
         zlib level of the PNG files (1: about 4x faster than 6, files a few percent larger).
+    durability
+        ``"process"``: a file whose recording process is killed keeps every commit (the
+        operating system writes it out); no fsync. ``"power"``: also after a power cut,
+        through fsync barriers and a rollback journal at each commit (see the README's
+        Crash safety for what each costs).
     """
 
     compression: str | None = "blosc2"
@@ -161,8 +167,13 @@ class Options:
     frames: Literal["all", "best-effort"] = "all"
     frame_workers: int | None = None
     png_compress_level: int = 1
+    durability: Literal["process", "power"] = "process"
 
     def __post_init__(self) -> None:
+        if self.durability not in ("process", "power"):
+            raise ValueError(
+                f"durability: expected 'process' or 'power', got {self.durability!r}"
+            )
         if self.on_full not in ("wait", "drop"):
             raise ValueError(f"on_full: expected 'wait' or 'drop', got {self.on_full!r}")
         if not 0 < self.commit_interval <= 60:
@@ -262,6 +273,7 @@ class Recorder:
         self._plan = Plan({}, self.options.chunk_bytes)
         self._datasets: dict[int, h5py.Dataset] = {}
         self._frames: FramePool | None = None
+        self._journal: JournaledFile | None = None
         self._frame_steps = 0  # steps the PNG pool has seen, over every episode
         self.missing_frames: list[str] = []
         sweep_stale_segments()
@@ -287,7 +299,7 @@ class Recorder:
         if self.filename.exists():
             self._move_aside()
         self.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.file = new_file(self.filename)  # in memory until _place()
+        self.file = new_file(self.filename, self._user_block())  # in memory until _place()
         self.file.attrs["size"] = 0
         self.file.attrs["recorder_version"] = __version__
         self.file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
@@ -295,6 +307,7 @@ class Recorder:
         self.file.attrs["recorder_frames"] = json.dumps(
             {"keys": [], "folders": [], "deferred": 0, "missing": []}
         )
+        self.file.attrs["recorder_closed"] = False
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
             self.file, leaves, self.options.compression, self.options.compression_level
@@ -303,9 +316,25 @@ class Recorder:
         self._closed = False
         _open_recorders.add(self)
 
+    def _close_file(self) -> None:
+        """Close the file; with a journal, make what closing wrote durable too."""
+        journal, self._journal = self._journal, None
+        try:
+            self.file.close()
+            if journal is not None:
+                journal.commit()
+        finally:
+            if journal is not None:
+                journal.close()
+
+    def _user_block(self) -> int:
+        """Bytes kept at the start of the file for the power-loss journal (0: none)."""
+        return JOURNAL_BYTES if self.options.durability == "power" else 0
+
     def _place(self) -> None:
         """Put the new file, with the layout of the spaces given so far, at its path."""
-        self.file = place_file(self.file, self.filename)
+        power = self.options.durability == "power"
+        self.file, self._journal = place_file(self.file, self.filename, sync=power)
         self._datasets = {
             leaf.index: self.file["/".join(leaf.path)] for leaf in self._plan.leaves
         }
@@ -387,6 +416,7 @@ class Recorder:
             step_base=self._frame_steps,
             time_columns=self._time_columns,
             encode_deferred=options.frames == "all",
+            journal=self._journal,
         )
         self._writer.start()
 
@@ -404,6 +434,8 @@ class Recorder:
                 writer.write_attributes()
                 writer.store_stats()
                 self.file.flush()
+                if self._journal is not None:
+                    self._journal.commit()
             except Exception as error:  # noqa: BLE001 - reported by close()
                 writer.error = error
         if self._ring is not None:
@@ -460,7 +492,7 @@ class Recorder:
         try:
             if error is None:
                 self._mark_closed()
-            self.file.close()
+            self._close_file()
             if frames is not None:
                 frames.close()
                 if error is None:
@@ -473,7 +505,7 @@ class Recorder:
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
-        self.file.attrs["recorder_closed"] = True
+        self.file.attrs.modify("recorder_closed", True)  # in place: see _writer
         self.file.flush()
 
     def reset(self) -> None:
@@ -487,7 +519,7 @@ class Recorder:
         error = self._stop()
         if error is None:
             self._mark_closed()
-        self.file.close()
+        self._close_file()
         if error is not None:
             self._closed = True
             _open_recorders.discard(self)
@@ -558,7 +590,10 @@ class Recorder:
             for leaf in self._plan.leaves
         }
         for index, dataset in created.items():  # placeholders, rewritten in place later
-            LeafStats(self._plan.leaves[index]).store(dataset)
+            try:
+                LeafStats(self._plan.leaves[index]).store(dataset)
+            except OSError:  # over HDF5's 64 KiB for an attribute: stored at close, or never
+                pass
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
         self.file.flush()  # a file killed before its first commit still opens

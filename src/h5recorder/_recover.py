@@ -2,6 +2,9 @@
 
 What a killed recorder leaves (see ``_writer``), and what is done about it:
 
+- With ``durability="power"``, a commit that a power cut interrupted while it overwrote the
+  file's metadata: its journal (``_journal``) is complete, and its bytes are written back,
+  which gives the file of the last durable commit.
 - The index of a dataset was flushed before the superblock that records the file's new end of
   allocation: HDF5 then refuses to read what lies past the recorded end ("addr overflow").
   The recorded end is raised to the file's length (what ``h5clear --increment`` does); every
@@ -24,6 +27,7 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
+from ._journal import roll_back
 from .errors import RecoveryError
 
 __all__ = ["RecoveryReport", "all_datasets", "recover"]
@@ -36,9 +40,15 @@ class RecoveryReport:
     size_after: int
     trimmed: dict[str, int]
     end_raised: int = 0  # bytes the superblock's end of allocation was raised by
+    rolled_back: int = 0  # bytes of an interrupted commit written back from the journal
 
     def summary(self) -> str:
         lines = [f"{self.path}: {self.size_after} steps readable"]
+        if self.rolled_back:
+            lines.append(
+                f"  interrupted commit undone: {self.rolled_back} bytes written back from the "
+                "journal"
+            )
         if self.end_raised:
             lines.append(
                 f"  end of allocation raised by {self.end_raised} bytes to the file's length"
@@ -105,20 +115,29 @@ def _final_step(
 def raise_end_of_allocation(path: Path) -> int:
     """Raise the superblock's end of allocation to the file's length; return by how much.
 
-    Only for the superblock versions 2 and 3 the recorder writes (offsets of 8 bytes);
-    anything else is left as it is.
+    The superblock is at 0 or, after a user block, at 512, 1024, 2048, ... bytes. Only the
+    versions 2 and 3 the recorder writes (offsets of 8 bytes) are mended.
     """
     length = os.path.getsize(path)
     with open(path, "r+b") as file:
-        block = bytearray(file.read(48))
-        if len(block) < 48 or block[:8] != SIGNATURE or block[8] not in (2, 3) or block[9] != 8:
+        at = 0
+        while at < length:
+            file.seek(at)
+            block = bytearray(file.read(48))
+            if block[:8] == SIGNATURE:
+                break
+            at = 512 if at == 0 else at * 2
+        else:
             return 0
-        end = int(struct.unpack_from("<Q", block, 28)[0])
+        if len(block) < 48 or block[8] not in (2, 3) or block[9] != 8:
+            return 0
+        base = int(struct.unpack_from("<Q", block, 12)[0])
+        end = base + int(struct.unpack_from("<Q", block, 28)[0])
         if end >= length:
             return 0
-        struct.pack_into("<Q", block, 28, length)
+        struct.pack_into("<Q", block, 28, length - base)
         struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
-        file.seek(0)
+        file.seek(at)
         file.write(block)
     return length - end
 
@@ -158,16 +177,14 @@ def recover(path: str | Path) -> RecoveryReport:
     """
     path = Path(path)
     try:
+        rolled_back = roll_back(path)
         end_raised = raise_end_of_allocation(path)
         file = h5py.File(path, "r+")
     except OSError as error:
         raise RecoveryError(f"{path}: cannot open the file ({error})") from error
     with file:
+        # per-step time included: its group is reached from the root's ``recorder_time``
         datasets = [d for d in all_datasets(file) if d.shape and d.maxshape[0] is None]
-        time = file.attrs.get("recorder_time")
-        if isinstance(time, h5py.Reference) and time:  # per-step time, not linked from the root
-            group = file[time]
-            datasets += [group[name] for name in group if isinstance(group[name], h5py.Dataset)]
         size_before = int(file.attrs.get("size", 0))
         size = size_before
         for dataset in datasets:
@@ -191,4 +208,4 @@ def recover(path: str | Path) -> RecoveryReport:
                 status = {"unreadable_after_crash": True}
             status["rows_committed"] = size
             file.attrs["recorder_status"] = json.dumps(status)
-    return RecoveryReport(path, size_before, size, trimmed, end_raised)
+    return RecoveryReport(path, size_before, size, trimmed, end_raised, rolled_back)

@@ -52,13 +52,14 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
+from ._journal import JournaledFile
 from ._recover import all_datasets
 from ._ring import Ring
 from ._schema import Leaf
 from ._stats import LeafStats
 from .errors import DiskFullError, WriterError
 
-__all__ = ["Counters", "Status", "Writer", "new_file", "place_file"]
+__all__ = ["Counters", "Status", "Writer", "new_file", "open_file", "place_file"]
 
 RAW_ABOVE = 0.97  # a chunk compressed to more than this share of its size is stored raw
 RAW_CHUNKS = 16  # ... and so are the next chunks of that leaf, until one is tried again
@@ -178,32 +179,51 @@ def _merge_intervals_numpy(
     return int(gaps.max())
 
 
-def new_file(path: Path) -> h5py.File:
+def new_file(path: Path, user_block: int = 0) -> h5py.File:
     """An empty recording file, in memory until :func:`place_file` puts it at ``path``.
 
     ``fs_strategy="none"``: HDF5 keeps no free-space lists, so space it frees is never reused
-    (except at the very end of the file, which the writer guards against).
+    (except at the very end of the file, which the writer guards against). ``user_block``
+    bytes at the start are left to the power-loss journal (``_journal``).
     """
     return h5py.File(
-        f"{path}.{id(path):x}.image", "w", driver="core", backing_store=False, fs_strategy="none"
+        f"{path}.{id(path):x}.image",
+        "w",
+        driver="core",
+        backing_store=False,
+        fs_strategy="none",
+        userblock_size=user_block,
     )
 
 
-def place_file(image: h5py.File, path: Path) -> h5py.File:
+def place_file(
+    image: h5py.File, path: Path, sync: bool = False
+) -> tuple[h5py.File, JournaledFile | None]:
     """Write ``image`` to ``path`` in one piece, close it and open the file there for writing.
 
     The bytes go to a hidden file beside ``path`` that is then renamed, so a crash leaves
-    either no file at ``path`` or a complete one, never a file HDF5 half created.
+    either no file at ``path`` or a complete one, never a file HDF5 half created. With
+    ``sync``, the bytes and the rename reach the disk before this returns.
     """
     _create_indexes(image)
     image.flush()
-    data = image.id.get_file_image()
+    user_block = image.id.get_create_plist().get_userblock()
+    data = bytes(user_block) + image.id.get_file_image()  # the image leaves the block out
     image.close()
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.creating.h5")
     with open(temporary, "wb") as out:
         out.write(data)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
     os.replace(temporary, path)
-    return open_file(path)
+    if sync:
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return open_file(path, user_block if sync else 0)
 
 
 def _create_indexes(file: h5py.File) -> None:
@@ -223,9 +243,16 @@ def _create_indexes(file: h5py.File) -> None:
         dataset.resize(0, axis=0)
 
 
-def open_file(path: Path) -> h5py.File:
-    """Open a placed file for writing (a seam for the crash-replay tests)."""
-    return h5py.File(path, "r+")
+def open_file(path: Path, user_block: int = 0) -> tuple[h5py.File, JournaledFile | None]:
+    """Open a placed file for writing: through a :class:`JournaledFile` when ``user_block``
+    holds a journal (``durability="power"``), else with HDF5's own driver.
+
+    The crash-replay tests replace this to log every write.
+    """
+    if user_block:
+        journal = JournaledFile(path, user_block)
+        return h5py.File(journal, "r+"), journal
+    return h5py.File(path, "r+"), None
 
 
 def _file_size_limit() -> int | None:
@@ -316,6 +343,7 @@ class Writer(threading.Thread):
         step_base: int = 0,
         time_columns: tuple[list[Leaf], list[h5py.Dataset]] | None = None,
         encode_deferred: bool = True,
+        journal: JournaledFile | None = None,
     ) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
         self.file = file
@@ -371,9 +399,10 @@ class Writer(threading.Thread):
         self._directory = Path(file.filename).parent
         self._stamp_before = 0
         self._allocations = 0  # chunks given new file space so far
+        self.journal = journal  # durability="power": commits go through its fsync barriers
         self._skip_filters = {  # filter mask that marks every filter of a leaf as skipped
-            leaf.index: (1 << datasets[leaf.index].id.get_create_plist().get_nfilters()) - 1
-            for leaf in leaves
+            index: (1 << dataset.id.get_create_plist().get_nfilters()) - 1
+            for index, dataset in self.datasets.items()
         }
 
     # -- the caller's side ----------------------------------------------------------------
@@ -676,6 +705,9 @@ class Writer(threading.Thread):
         if not staging.copy:
             self._allocations += 1
             staging.copy = self._allocations
+            if self.journal is not None and not full:
+                info = dataset.id.get_chunk_info_by_coord(offset)
+                self.journal.rewrites(leaf.index, info.byte_offset, info.size)
         self.counters.bytes_written += data.nbytes
         staging.written = rows
 
@@ -742,6 +774,8 @@ class Writer(threading.Thread):
         self.counters.commits += 1
         self.write_attributes()
         self.file.flush()
+        if self.journal is not None:
+            self.journal.commit()
 
     def note_frames(self) -> None:
         """Bring the frame counters up to date: written, pending, the expected close() wait."""
