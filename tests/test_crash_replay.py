@@ -1,8 +1,8 @@
 """Crash consistency at every write: a recording's writes are logged, then replayed.
 
 A child process records with every write, truncation and fsync made to its file logged
-(``LOGGED_OPEN``: h5py's ``fileobj`` driver on a logging file object, or, with
-``durability="power"``, the journaled file object with its disk calls logged). The test then
+(``LOGGED_OPEN``: the file object HDF5 writes through, ``_journal.JournaledFile``, with its
+three disk calls logged). The test then
 rebuilds the file as a crash after each logged call would leave it and checks every state:
 after ``recover`` (and, in the kill model, as it is where it opens), every row below ``size``
 is exactly what was recorded, and ``size`` holds every commit made durable before the crash.
@@ -44,7 +44,7 @@ SEED = 11
 # logged as kind (1 byte: w write, t truncate, s fsync), offset (8), length (8), data. The
 # placed file's bytes come first, as a write at offset 0 (placing it is atomic: a rename).
 LOGGED_OPEN = """
-import io, os, struct
+import os, struct
 import h5py
 from h5recorder import _writer
 from h5recorder._journal import JournaledFile
@@ -53,18 +53,6 @@ LOG = os.open(os.environ["H5RECORDER_WRITE_LOG"], os.O_WRONLY | os.O_CREAT | os.
 
 def log(kind, offset, data=b""):
     os.write(LOG, kind + struct.pack("<qq", offset, len(data)) + data)
-
-class LoggedFile(io.FileIO):
-    def __repr__(self):  # h5py names the file after it; the writer finds its folder there
-        return str(self.name)
-
-    def write(self, data):
-        log(b"w", self.tell(), bytes(data))
-        return super().write(data)
-
-    def truncate(self, size=None):
-        log(b"t", self.tell() if size is None else size)
-        return super().truncate(size)
 
 class LoggedJournal(JournaledFile):
     def _put(self, offset, data):
@@ -84,9 +72,8 @@ def open_logged(path, user_block=0):
         log(b"w", 0, placed.read())
     if user_block:  # placed with fsync: the file and its rename are on disk
         log(b"s", 0)
-        journal = LoggedJournal(path, user_block)
-        return h5py.File(journal, "r+"), journal
-    return h5py.File(LoggedFile(path, "r+"), "r+"), None
+    journal = LoggedJournal(path, user_block, journaled=user_block > 0)
+    return h5py.File(journal, "r+"), journal
 
 _writer.open_file = open_logged
 """

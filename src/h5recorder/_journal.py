@@ -43,10 +43,11 @@ JOURNAL_BYTES = 1 << 20  # the user block: HDF5 wants a power of two, at least 5
 class JournaledFile(io.FileIO):
     """The recording file as HDF5's ``fileobj`` driver sees it; see the module docstring."""
 
-    def __init__(self, path: Path, user_block: int) -> None:
+    def __init__(self, path: Path, user_block: int, journaled: bool = True) -> None:
         super().__init__(path, "r+")
         self.path = path
-        self.user_block = user_block
+        self.user_block = user_block  # the journal's room; where the superblock starts
+        self.journaled = journaled
         self.durable_length = os.fstat(self.fileno()).st_size
         self.length = self.durable_length  # as HDF5 sees it (it cuts the file at flushes)
         self.held: list[tuple[int, bytes]] = []
@@ -97,18 +98,24 @@ class JournaledFile(io.FileIO):
         self.passing[key] = (offset, offset + size)
 
     def commit(self) -> None:
-        """Steps 2-5 of the module docstring: everything written so far becomes durable."""
-        self._sync()
-        entries = []
-        for offset, data in self.held:
-            old = os.pread(self.fileno(), len(data), offset)
-            if old != data:
-                entries.append(ENTRY.pack(offset, len(old)) + old)
+        """Apply the held writes: steps 2-5 of the module docstring with a journal; without
+        one (``durability="process"``), the same order without fsync or journal."""
+        held, self.held = self.held, []
+        # the superblock first: its end of allocation then covers every new byte the
+        # index nodes and headers written after it point to
+        held.sort(key=lambda write: write[0] != self.user_block)
         physical = os.fstat(self.fileno()).st_size
         cut = self.length if self.length < physical else None
-        if cut is not None and cut < self.durable_length:
-            old = os.pread(self.fileno(), self.durable_length - cut, cut)
-            entries.append(ENTRY.pack(cut, len(old)) + old)
+        entries = []
+        if self.journaled:
+            self._sync()
+            for offset, data in held:
+                old = os.pread(self.fileno(), len(data), offset)
+                if old != data:
+                    entries.append(ENTRY.pack(offset, len(old)) + old)
+            if cut is not None and cut < self.durable_length:
+                old = os.pread(self.fileno(), self.durable_length - cut, cut)
+                entries.append(ENTRY.pack(cut, len(old)) + old)
         if entries:
             payload = b"".join(entries)
             header = HEADER.pack(MAGIC, self.durable_length, len(payload), zlib.crc32(payload))
@@ -119,15 +126,15 @@ class JournaledFile(io.FileIO):
                 )
             self._put(0, header + payload)
             self._sync()
-        for offset, data in self.held:
+        for offset, data in held:
             self._put(offset, data)
-        self.held.clear()
         if cut is not None:
             self._cut(cut)
         if entries:
             self._sync()
             self._put(0, bytes(HEADER.size))
-        self._sync()
+        if self.journaled:
+            self._sync()
         self.durable_length = os.fstat(self.fileno()).st_size
 
     def _passes(self, offset: int, end: int) -> bool:

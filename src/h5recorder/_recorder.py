@@ -46,7 +46,7 @@ from ._schema import (
 )
 from ._stats import LeafStats
 from ._version import __version__
-from ._writer import Counters, Status, Writer, new_file, place_file
+from ._writer import Counters, Status, Writer, make_room, new_file, place_file
 from .errors import ClosedError, RecorderError, SchemaError, WriterError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
@@ -589,11 +589,8 @@ class Recorder:
             leaf.index: created.get(leaf.index) or self.file["/".join(leaf.path)]
             for leaf in self._plan.leaves
         }
-        for index, dataset in created.items():  # placeholders, rewritten in place later
-            try:
-                LeafStats(self._plan.leaves[index]).store(dataset)
-            except OSError:  # over HDF5's 64 KiB for an attribute: stored at close, or never
-                pass
+        for dataset in created.values():
+            make_room(dataset)
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
         self.file.flush()  # a file killed before its first commit still opens

@@ -152,7 +152,10 @@ def all_datasets(file: h5py.File) -> list[h5py.Dataset]:
             found.append(obj)
 
     file.visititems(take)
-    for value in file.attrs.values():
+    for name in file.attrs:
+        if h5py.check_ref_dtype(file.attrs.get_id(name).dtype) is None:
+            continue  # not read: a string attribute may be cut off by a crash
+        value = file.attrs[name]
         if isinstance(value, h5py.Reference) and value:
             target = file[value]
             if isinstance(target, h5py.Group):

@@ -480,10 +480,13 @@ class LeafStats:
     def store(self, dataset: h5py.Dataset) -> dict[str, Any]:
         """Write the statistics as ``stats_*`` attributes of ``dataset``; return them.
 
-        Written in place over the placeholders a new file holds (see ``_writer.place_file``),
-        so that the object header never grows while recording or closing.
+        Written in place (``modify``) where a value of the same shape is already stored,
+        so that storing them again does not make the object header grow.
         """
         result = self.as_dict()
         for key, value in result.items():
-            dataset.attrs.modify(f"stats_{key}", value)
+            try:
+                dataset.attrs.modify(f"stats_{key}", value)
+            except TypeError:  # another shape than the value stored before (sketches grow)
+                dataset.attrs[f"stats_{key}"] = value
         return result

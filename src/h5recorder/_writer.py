@@ -226,6 +226,21 @@ def place_file(
     return open_file(path, user_block if sync else 0)
 
 
+ROOM = "h5recorder_room"
+ROOM_BYTES = 16 << 10
+
+
+def make_room(dataset: h5py.Dataset) -> None:
+    """Give a new dataset's header room for the statistics ``close()`` stores.
+
+    A header that grows gets a continuation block, and HDF5 writes the header that points to
+    it before the block itself: a crash between the two leaves a dataset no tool can open.
+    The room (an attribute, deleted when the statistics are stored) is space the header
+    already has on disk; statistics that fit in it are written in place.
+    """
+    dataset.attrs[ROOM] = np.zeros(ROOM_BYTES, np.uint8)
+
+
 def _create_indexes(file: h5py.File) -> None:
     """Give every empty chunked dataset its chunk index (a B-tree root) now.
 
@@ -244,15 +259,15 @@ def _create_indexes(file: h5py.File) -> None:
 
 
 def open_file(path: Path, user_block: int = 0) -> tuple[h5py.File, JournaledFile | None]:
-    """Open a placed file for writing: through a :class:`JournaledFile` when ``user_block``
-    holds a journal (``durability="power"``), else with HDF5's own driver.
+    """Open a placed file for writing, through a :class:`JournaledFile`: with a journal in
+    the ``user_block`` first bytes (``durability="power"``), or, with none, only holding
+    HDF5's writes over committed bytes until the commit ends (so a killed process leaves
+    every header and index pointing at bytes already written).
 
     The crash-replay tests replace this to log every write.
     """
-    if user_block:
-        journal = JournaledFile(path, user_block)
-        return h5py.File(journal, "r+"), journal
-    return h5py.File(path, "r+"), None
+    journal = JournaledFile(path, user_block, journaled=user_block > 0)
+    return h5py.File(journal, "r+"), journal
 
 
 def _file_size_limit() -> int | None:
@@ -799,8 +814,15 @@ class Writer(threading.Thread):
         attrs.modify("size", self.counters.rows_committed)
 
     def store_stats(self) -> dict[str, dict[str, Any]]:
-        """Write every leaf's statistics as dataset attributes; return them by leaf name."""
-        return {
-            leaf.name: stats.store(self.datasets[leaf.index])
-            for leaf, stats in zip(self.leaves, self.stats, strict=True)
-        }
+        """Write every leaf's statistics as dataset attributes; return them by leaf name.
+
+        They take the place of the room each dataset's header was created with (see
+        :func:`make_room`).
+        """
+        stored = {}
+        for leaf, stats in zip(self.leaves, self.stats, strict=True):
+            dataset = self.datasets[leaf.index]
+            if ROOM in dataset.attrs:
+                del dataset.attrs[ROOM]
+            stored[leaf.name] = stats.store(dataset)
+        return stored
