@@ -22,6 +22,7 @@ back and cuts the file to the length it had, which gives the last durable commit
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import struct
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from .errors import WriterError
 
-__all__ = ["JOURNAL_BYTES", "JournaledFile", "roll_back"]
+__all__ = ["JOURNAL_BYTES", "JournaledFile", "is_locked", "roll_back"]
 
 MAGIC = b"h5rjrnl1"
 HEADER = struct.Struct("<8sQQI")  # magic, length of the durable file, entry bytes, crc32
@@ -45,6 +46,10 @@ class JournaledFile(io.FileIO):
 
     def __init__(self, path: Path, user_block: int, journaled: bool = True) -> None:
         super().__init__(path, "r+")
+        # HDF5 locks the files it opens itself; this one it does not open. A POSIX lock (by
+        # process: readers in this process may still open the file) lets ``is_locked`` in
+        # another process see that the file is being written.
+        fcntl.lockf(self.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = path
         self.user_block = user_block  # the journal's room; where the superblock starts
         self.journaled = journaled
@@ -151,6 +156,17 @@ class JournaledFile(io.FileIO):
 
     def _cut(self, size: int) -> None:
         os.ftruncate(self.fileno(), size)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process writes ``path`` through a :class:`JournaledFile`."""
+    with open(path, "rb") as file:
+        try:
+            fcntl.lockf(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(file.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def roll_back(path: Path) -> int:

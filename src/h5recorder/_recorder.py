@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ._frames import FramePool, FrameSource, check_image, frame_dirs
-from ._journal import JOURNAL_BYTES, JournaledFile
+from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
     ROOTS,
@@ -287,7 +287,13 @@ class Recorder:
         )
         self._place()
         if self.root_keys:
-            self._start()
+            try:
+                self._start()
+            except BaseException:
+                self._closed = True
+                _open_recorders.discard(self)
+                self._close_file()
+                raise
             # Loading the compiled kernels takes about 0.3 s from numba's cache (seconds the
             # first time on a machine); done here, it never competes with record() for the GIL.
             self.wait_ready()
@@ -352,14 +358,11 @@ class Recorder:
             if other is not self and other.filename.resolve() == target:
                 raise RecorderError(f"{self.filename} is being recorded by {other!r}; "
                                     "use another name or close that recorder first")
-        try:
-            h5py.File(self.filename, "r").close()
-        except OSError as error:
-            if "unable to lock file" in str(error):
-                raise RecorderError(
-                    f"{self.filename} is open for writing in another process; "
-                    "use another name or stop that recorder first"
-                ) from error
+        if is_locked(self.filename):
+            raise RecorderError(
+                f"{self.filename} is open for writing in another process; "
+                "use another name or stop that recorder first"
+            )
         moved = copy_and_delete_old(self.filename)
         if self.frames_dir.is_dir() and any(self.frames_dir.iterdir()):
             shutil.move(self.frames_dir, moved.with_name(moved.stem + "_frames"))
