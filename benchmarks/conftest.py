@@ -26,6 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds per case of the three-workload head-to-head (default 2)")
     group.addoption("--rig-seconds", type=float, default=10.0,
                     help="seconds of paced recording per camera-rig keep-up case (default 10)")
+    group.addoption("--frame-workers", type=int, default=None,
+                    help="frame_workers of the rig keep-up cases (default: the recorder's)")
     group.addoption("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval during the rig keep-up cases (default: Python's)")
     group.addoption("--episodes", type=int, default=20,

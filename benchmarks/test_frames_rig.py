@@ -1,6 +1,7 @@
 """The camera rig keeps up: two 640x480 RGB cameras, a 480x640 uint16 depth camera and joints,
 paced at 30 steps/s, with PNG frames on and, in the same run, off.
 
+``--frame-workers`` sets the recorder's ``frame_workers`` (default: cores minus one);
 ``--switch-interval`` sets ``sys.setswitchinterval`` for the run (Python's default is 5 ms:
 a thread that wants the GIL back, after a copy that released it, may wait that long).
 
@@ -50,7 +51,9 @@ def test_rig_keeps_up(benchmark: Any, request: pytest.FixtureRequest, rig: Workl
         sys.setswitchinterval(switch)
         request.addfinalizer(lambda: sys.setswitchinterval(previous))
     keys = rig.image_keys if frames == "on" else []
-    recorder = Recorder("rig", out_dir=str(tmp_path), image_keys_to_save=keys, **rig.spaces())
+    workers = request.config.getoption("--frame-workers")
+    recorder = Recorder("rig", out_dir=str(tmp_path), image_keys_to_save=keys,
+                        frame_workers=workers, **rig.spaces())
     assert recorder.wait_ready(timeout=120)
     worst_close = 0.0
     recording = threading.Event()
@@ -97,7 +100,8 @@ def test_rig_keeps_up(benchmark: Any, request: pytest.FixtureRequest, rig: Workl
             worst_close_estimate_s=round(worst_close, 3),
         )
     figures.update(load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
-                   switch_interval_ms=round(sys.getswitchinterval() * 1e3, 2))
+                   switch_interval_ms=round(sys.getswitchinterval() * 1e3, 2),
+                   frame_workers=workers or "default")
     _figures[frames] = figures
     report(benchmark, f"rig {seconds:g} s at {RATE:g} Hz, frames {frames}", figures)
     if len(_figures) == 2:

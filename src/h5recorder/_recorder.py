@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from ._frames import FramePool, FrameSource, check_image, frame_dirs
+from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
@@ -393,7 +393,13 @@ class Recorder:
             )
         elif saved:
             if self._frames is None:
-                self._frames = FramePool(options.frame_workers, options.png_compress_level)
+                workers = options.frame_workers
+                self._frames = FramePool(
+                    workers,
+                    options.png_compress_level,
+                    # by default one more worker may start when the encoders fall behind
+                    max_workers=workers or default_workers() + 1,
+                )
             folders = frame_dirs(self.frames_dir, [leaf.name for leaf in saved])
             targets = [
                 (leaf, FrameSource.of(self._ring.shared[leaf.index]), folders[leaf.name])

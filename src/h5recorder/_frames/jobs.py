@@ -99,7 +99,8 @@ class FrameCounters:
     the ring or from arrays); ``failed`` frames reported as :class:`FrameError`; ``deferred``
     jobs taken back with :meth:`FramePool.withdraw`; ``from_array`` frames given with
     :meth:`FramePool.encode_from_array`; ``retried`` jobs handed to another worker after
-    theirs died; ``restarts`` workers replaced.
+    theirs died; ``restarts`` workers replaced; ``added`` workers started because the
+    encoders fell behind (see ``max_workers``).
     """
 
     submitted: int = 0
@@ -109,6 +110,7 @@ class FrameCounters:
     from_array: int = 0
     retried: int = 0
     restarts: int = 0
+    added: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

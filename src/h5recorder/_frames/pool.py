@@ -55,6 +55,7 @@ __all__ = ["EXPECTED_SECONDS_PER_FRAME", "FramePool", "default_workers"]
 _PREFETCH = 2  # batches in flight per worker: the next is queued before the last is done
 _MAX_BATCH_PATH_CHARS = 16_000  # keeps messages to a worker below a pipe's buffer
 _START_FAILURES = 3  # workers in a row that die before they are ready: the pool gives up
+_GROW_AFTER_SECONDS = 0.5  # queued work per worker beyond which the pool starts another
 _SMOOTHING = 0.1  # weight of the newest batch in the running mean of seconds per frame
 EXPECTED_SECONDS_PER_FRAME = 0.002  # a 640x480 frame, until the workers have measured theirs
 
@@ -112,7 +113,12 @@ class FramePool:
         installed for each kind of frame. :attr:`encoders` says which writes which kind.
     batch_size
         Most frames sent to a worker in one message. Smaller batches are sent when the queue
-        is short, so a lone frame is not held back.
+        is short, so a lone frame is not held back. Small batches also keep short the wait
+        for frames already with a worker when the recorder takes the queued ones back.
+    max_workers
+        When the frames queued would take one worker more than half a second each (the
+        encoders fall behind: a faster rig, or other programs taking the cores), the pool
+        starts one more worker at a time, up to this many; default ``workers``, no growth.
     max_attempts
         Workers that may die while holding one frame before it is reported as failed.
 
@@ -129,8 +135,9 @@ class FramePool:
         compress_level: int = 1,
         *,
         encoder: str = "auto",
-        batch_size: int = 16,
+        batch_size: int = 4,
         max_attempts: int = 3,
+        max_workers: int | None = None,
     ) -> None:
         if workers is None:
             workers = default_workers()
@@ -142,6 +149,11 @@ class FramePool:
             raise ValueError(f"batch_size: expected an int 1-256, got {batch_size!r}")
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts: expected an int >= 1, got {max_attempts!r}")
+        if max_workers is None:
+            max_workers = workers
+        if not isinstance(max_workers, int) or max_workers < workers:
+            raise ValueError(f"max_workers: expected an int >= workers, got {max_workers!r}")
+        self.max_workers = max_workers
         self.workers = workers
         self.compress_level = compress_level
         self.encoders = choose_encoders(encoder, compress_level)
@@ -539,8 +551,18 @@ class FramePool:
         self._counts["restarts"] += 1
         self._pool.append(self._start_worker())
 
+    def _grow(self) -> None:
+        """Start one more worker when the queue would keep the ones there busy too long."""
+        pool = self._pool
+        if len(pool) >= self.max_workers or not all(worker.ready for worker in pool):
+            return
+        if len(self._queue) * self._seconds_per_frame / len(pool) > _GROW_AFTER_SECONDS:
+            pool.append(self._start_worker())
+            self._counts["added"] += 1
+
     def _assign(self) -> None:
         """Send queued jobs to workers with room, in batches that share the queue out."""
+        self._grow()
         for worker in sorted(self._pool, key=lambda w: len(w.inflight)):
             while len(worker.inflight) < _PREFETCH and (self._queue or self._later):
                 queue = self._queue or self._later
