@@ -554,7 +554,7 @@ class FramePool:
     def _grow(self) -> None:
         """Start one more worker when the queue would keep the ones there busy too long."""
         pool = self._pool
-        if len(pool) >= self.max_workers or not all(worker.ready for worker in pool):
+        if not pool or len(pool) >= self.max_workers or not all(w.ready for w in pool):
             return
         if len(self._queue) * self._seconds_per_frame / len(pool) > _GROW_AFTER_SECONDS:
             pool.append(self._start_worker())
