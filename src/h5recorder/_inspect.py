@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+SUMMARY_STATS = re.compile(r"count|min|max|mean|std|value_counts|q\d\d|rank_error")
+
+
+def _summary_stats(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The statistics people read; histograms and sketches stay in the file."""
+    if not stats:
+        return None
+    return {key: value for key, value in stats.items() if SUMMARY_STATS.fullmatch(key)}
+
+
 def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
     dataset = column.dataset
     rows = len(column)
@@ -86,7 +97,7 @@ def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
         "bytes_raw": raw,
         "bytes_on_disk": disk,
         "ratio": round(raw / disk, 3) if disk else None,
-        "stats": _jsonable(stats) if stats else None,
+        "stats": _jsonable(_summary_stats(stats)),
     }
 
 
