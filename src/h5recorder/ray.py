@@ -188,7 +188,8 @@ def read_episodes(
         A file holding more than this in the columns read is split into several read tasks
         (ranges of whole chunks); smaller files are grouped, at most one task per block.
     **read_args
-        Passed to ``ray.data.read_datasource`` (``override_num_blocks``, ``num_cpus``, ...).
+        Passed to ``ray.data.read_datasource`` (``num_cpus``, ``concurrency``, ...);
+        ``override_num_blocks`` defaults to one read task per file or range.
 
     Returns
     -------
@@ -202,4 +203,7 @@ def read_episodes(
     _require_ray()
     files = episode_paths(paths)
     source = EpisodeDatasource(files, columns, batch_rows=batch_rows, task_bytes=task_bytes)
+    # one block per range as planned: Ray's default asks for more and splits each block after
+    # reading it, a copy of every row for nothing
+    read_args.setdefault("override_num_blocks", len(source.ranges))
     return read_datasource(source, **read_args)
