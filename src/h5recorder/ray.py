@@ -38,6 +38,7 @@ else:
 __all__ = ["EpisodeDatasource", "read_episodes"]
 
 TASK_BYTES = 256 << 20  # a file larger than this (in the columns read) is split between tasks
+BLOCK_BYTES = 128 << 20  # Ray Data's own target block size: fewer, larger blocks read faster
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,11 @@ class EpisodeDatasource(_Datasource):
                             f"{unknown[0]!r}: not a leaf of these episodes; the leaves are {names}"
                         )
                     row_bytes = sum(episode.columns[n].row_bytes for n in self.columns) + 32
-                    self.batch_rows = batch_rows or episode.block_rows(self.columns)
                     chunk_rows = max(
                         [episode.columns[n].chunk_rows for n in self.columns], default=1
                     )
+                    whole = BLOCK_BYTES // row_bytes // chunk_rows * chunk_rows
+                    self.batch_rows = batch_rows or max(chunk_rows, whole)
                 elif this != schema:
                     raise SchemaError(
                         f"{path} does not share the schema of {self.paths[0]}: "
@@ -183,7 +185,8 @@ def read_episodes(
         Leaf names to read (``["observation/joints", "action"]``); default every leaf. Only
         these are read from the files: a job that needs no images never reads them.
     batch_rows
-        Steps per block (default: whole chunks, about 32 MiB).
+        Steps per block (default: whole chunks, about 128 MiB: with 32 MiB blocks Ray Data
+        read the seed workload 1.6x slower, its cost per block weighing more).
     task_bytes
         A file holding more than this in the columns read is split into several read tasks
         (ranges of whole chunks); smaller files are grouped, at most one task per block.
