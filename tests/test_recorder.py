@@ -414,6 +414,29 @@ def test_save_stats_agree_with_numpy_on_the_whole_data(tmp_path, frames, dtype):
         assert "stats" not in file, "statistics never add a root group"
 
 
+def test_statistics_of_a_leaf_too_large_for_a_compact_attribute(tmp_path):
+    # per-element statistics of a 120x160 float32 depth map are 150 KiB per attribute, past
+    # the 64 KiB an HDF5 object header message can hold in the file format of HDF5 1.6
+    from h5recorder.workloads import photo_frames
+
+    gray = photo_frames(40, 120, 160, seed=8).mean(axis=-1)
+    noise = np.random.default_rng(8).normal(0, 0.004, gray.shape)
+    depth = (0.3 + gray / 64 + noise).astype(np.float32)
+    space = spaces.Dict({"depth": spaces.Box(0, 10, (120, 160), np.float32)})
+    with Recorder("depth", out_dir=str(tmp_path), observation_space=space) as recorder:
+        for row in depth:
+            recorder.record({"depth": row})
+        stats = recorder.save_stats()["observation/depth"]
+    wide = depth.astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], wide.mean(axis=0), rtol=1e-12)
+    with h5py.File(recorder.filename, "r") as file:
+        stored = file["observation/depth"].attrs
+        assert stored["stats_mean"].shape == (120, 160)
+        np.testing.assert_allclose(stored["stats_std"], wide.std(axis=0), rtol=1e-9)
+        np.testing.assert_array_equal(stored["stats_max"], wide.max(axis=0))
+        np.testing.assert_array_equal(file["observation/depth"][:], depth)
+
+
 def test_a_second_recorder_on_the_same_file_is_refused(tmp_path, frames):
     first = Recorder("same", out_dir=str(tmp_path), observation_space=SPACE)
     first.record(good_step(frames, 0))

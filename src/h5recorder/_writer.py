@@ -184,13 +184,16 @@ def new_file(path: Path, user_block: int = 0) -> h5py.File:
 
     ``fs_strategy="none"``: HDF5 keeps no free-space lists, so space it frees is never reused
     (except at the very end of the file, which the writer guards against). ``user_block``
-    bytes at the start are left to the power-loss journal (``_journal``).
+    bytes at the start are left to the power-loss journal (``_journal``). The format of HDF5
+    1.8 (object headers v2) stores attributes over 64 KiB, such as the per-element statistics
+    of a large ``Box``, in dense storage; the 1.6 format refuses them.
     """
     return h5py.File(
         f"{path}.{id(path):x}.image",
         "w",
         driver="core",
         backing_store=False,
+        libver=("v108", "latest"),
         fs_strategy="none",
         userblock_size=user_block,
     )
