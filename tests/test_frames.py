@@ -553,16 +553,16 @@ def test_unguarded_script_is_not_run_again_by_workers(tmp_path: Path) -> None:
 
 
 def test_a_pool_that_falls_behind_starts_one_more_worker(column: Any, tmp_path: Path) -> None:
-    frames = real_frames("rgb", 48, 480, 640)
+    frames = real_frames("rgb", 96, 480, 640)
     col = column(frames)
-    # Pillow takes tens of ms a frame here: 48 frames are seconds of work for one worker
+    # Pillow takes tens of ms a frame here: 96 frames are seconds of work for one worker
     with FramePool(workers=1, max_workers=2, encoder="pillow") as pool:
-        pool.submit([FrameJob(i, col.source, i, frame_path(tmp_path, i)) for i in range(48)])
+        pool.submit([FrameJob(i, col.source, i, frame_path(tmp_path, i)) for i in range(96)])
         assert pool.wait(timeout=120)
         pool.check()
         assert pool.counters.added == 1
         assert len(pool.pids) == 2
-    for i in (0, 23, 47):
+    for i in (0, 47, 95):
         assert_same(frame_path(tmp_path, i), frames[i])
     with pytest.raises(ValueError, match="max_workers"):
         FramePool(workers=2, max_workers=1)

@@ -180,6 +180,7 @@ class FramePool:
         self._counts = dict.fromkeys(FrameCounters.__dataclass_fields__, 0)
         self._start_failures = 0
         self._seconds_per_frame = EXPECTED_SECONDS_PER_FRAME
+        self._measured = False
         self._broken: str | None = None
         self._stopping = False
         self._closed = False
@@ -503,7 +504,10 @@ class FramePool:
             results, seconds = payload
             if batch:
                 per_frame = seconds / len(batch)
-                self._seconds_per_frame += _SMOOTHING * (per_frame - self._seconds_per_frame)
+                if self._measured:
+                    self._seconds_per_frame += _SMOOTHING * (per_frame - self._seconds_per_frame)
+                else:  # the first batch replaces the guess outright
+                    self._seconds_per_frame, self._measured = per_frame, True
             outcomes = dict(results)
             for job_id in batch:
                 outcome = outcomes.get(job_id)
