@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from . import _live
 from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
@@ -43,6 +44,7 @@ from ._schema import (
     jsonable,
     time_leaves,
     to_mapping,
+    unwrap,
 )
 from ._stats import LeafStats
 from ._version import __version__
@@ -305,18 +307,18 @@ class Recorder:
         if self.filename.exists():
             self._move_aside()
         self.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.file = new_file(self.filename, self._user_block())  # in memory until _place()
-        self.file.attrs["size"] = 0
-        self.file.attrs["recorder_version"] = __version__
-        self.file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
-        self.file.attrs["recorder_status"] = json.dumps(self._counters.status(None).to_dict())
-        self.file.attrs["recorder_frames"] = json.dumps(
+        self._file = new_file(self.filename, self._user_block())  # in memory until _place()
+        self._file.attrs["size"] = 0
+        self._file.attrs["recorder_version"] = __version__
+        self._file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
+        self._file.attrs["recorder_status"] = json.dumps(self._counters.status(None).to_dict())
+        self._file.attrs["recorder_frames"] = json.dumps(
             {"keys": [], "folders": [], "deferred": 0, "missing": []}
         )
-        self.file.attrs["recorder_closed"] = False
+        self._file.attrs["recorder_closed"] = False
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
-            self.file, leaves, self.options.compression, self.options.compression_level
+            self._file, leaves, self.options.compression, self.options.compression_level
         )
         self._time_columns = (leaves, datasets)
         self._closed = False
@@ -326,7 +328,7 @@ class Recorder:
         """Close the file; with a journal, make what closing wrote durable too."""
         journal, self._journal = self._journal, None
         try:
-            self.file.close()
+            self._file.close()
             if journal is not None:
                 journal.commit()
         finally:
@@ -340,13 +342,14 @@ class Recorder:
     def _place(self) -> None:
         """Put the new file, with the layout of the spaces given so far, at its path."""
         power = self.options.durability == "power"
-        self.file, self._journal = place_file(self.file, self.filename, sync=power)
+        self._file, self._journal = place_file(self._file, self.filename, sync=power)
         self._datasets = {
-            leaf.index: self.file["/".join(leaf.path)] for leaf in self._plan.leaves
+            leaf.index: self._file["/".join(leaf.path)] for leaf in self._plan.leaves
         }
         leaves, _ = self._time_columns
-        clock = self.file[self.file.attrs[TIME_ATTRIBUTE]]
+        clock = self._file[self._file.attrs[TIME_ATTRIBUTE]]
         self._time_columns = (leaves, [clock[leaf.path[-1]] for leaf in leaves])
+        _live.register(self.filename, self.flush)  # the file at the path, as placed
 
     def _move_aside(self) -> None:
         """Move the file (and its frames, if any) aside, keeping them together.
@@ -409,7 +412,7 @@ class Recorder:
         image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
         self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
         self._writer = Writer(
-            self.file,
+            self._file,
             leaves,
             self._datasets,
             self._ring,
@@ -442,7 +445,7 @@ class Recorder:
             try:
                 writer.write_attributes()
                 writer.store_stats()
-                self.file.flush()
+                self._file.flush()
                 if self._journal is not None:
                     self._journal.commit()
             except Exception as error:  # noqa: BLE001 - reported by close()
@@ -474,7 +477,7 @@ class Recorder:
         writer.note_frames()
         if writer.error is not None:
             return
-        self.file.attrs.modify(
+        self._file.attrs.modify(
             "recorder_frames",
             json.dumps(
                 {
@@ -496,6 +499,7 @@ class Recorder:
             return
         self._closed = True
         _open_recorders.discard(self)
+        _live.unregister(self.filename)
         error = self._stop()
         frames, self._frames = self._frames, None
         try:
@@ -514,8 +518,8 @@ class Recorder:
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
-        self.file.attrs.modify("recorder_closed", True)  # in place: see _writer
-        self.file.flush()
+        self._file.attrs.modify("recorder_closed", True)  # in place: see _writer
+        self._file.flush()
 
     def reset(self) -> None:
         """Close this episode's file, move it aside and start a fresh one.
@@ -525,6 +529,7 @@ class Recorder:
         root_spaces = self._plan.root_spaces()
         if self._closed:
             raise ClosedError(f"reset() after close() of {self.filename}")
+        _live.unregister(self.filename)
         error = self._stop()
         if error is None:
             self._mark_closed()
@@ -584,25 +589,25 @@ class Recorder:
         if restart:
             self._stop()
         for name in given:
-            if name in self.file:
+            if name in self._file:
                 raise SchemaError(f"{name}: the file already holds an object of this name")
         self._plan = Plan({**self._plan.root_spaces(), **given}, self.options.chunk_bytes)
         created = create_layout(
-            self.file,
+            self._file,
             self._plan,
             list(given),
             self.options.compression,
             self.options.compression_level,
         )
         self._datasets = {
-            leaf.index: created.get(leaf.index) or self.file["/".join(leaf.path)]
+            leaf.index: created.get(leaf.index) or self._file["/".join(leaf.path)]
             for leaf in self._plan.leaves
         }
         for dataset in created.values():
             make_room(dataset)
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
-        self.file.flush()  # a file killed before its first commit still opens
+        self._file.flush()  # a file killed before its first commit still opens
         if restart:
             self._start()
         return list(given), list(given.values())
@@ -701,6 +706,43 @@ class Recorder:
         counters.wait_seconds += time.perf_counter() - started
         return True
 
+    @property
+    def file(self) -> h5py.File:
+        """The open ``h5py.File``, committed up to the last step ``record()`` returned for.
+
+        Each access while recording asks the writer for a commit (see :meth:`flush`), so
+        reads through it see every recorded step; writes through it (groups of your own,
+        ``record_timestep``) are yours to make, h5py serializes them with the writer's.
+        """
+        self.flush()
+        return self._file
+
+    def flush(self) -> None:
+        """Commit every step recorded so far; return once readers of the file see them.
+
+        The h5py convention for "make it visible now". The writer thread drains the ring
+        and commits (the rows, then ``size``); this call waits for it, ``record()`` does not.
+        Opening the file with h5py in this process (``h5py.File(recorder.filename)``,
+        mbodied's ``Replayer``) calls it first. Nothing to do after ``close()``.
+        """
+        if self._closed or not self._file.id.valid:  # closed, or closed through .file
+            return
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            if writer is not None and writer.error is not None:
+                writer.raise_error()
+            self._file.flush()
+            return
+        if threading.current_thread() is writer:
+            self._commit_for_readers(writer)
+            return
+        writer.request(lambda: self._commit_for_readers(writer))
+
+    @staticmethod
+    def _commit_for_readers(writer: Writer) -> None:
+        writer.commit()
+        writer.refresh_lookups()
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the writer's compiled kernels are loaded; return whether they are.
 
@@ -758,9 +800,7 @@ class Recorder:
         if isinstance(group, h5py.Dataset):
             if index >= group.shape[0]:
                 group.resize(index + 1, axis=0)
-            value = getattr(sample, "value", sample)
-            if hasattr(value, "array") and not isinstance(value, np.ndarray):
-                value = value.array
+            value = unwrap(sample)
             if group.attrs.get("tuple_length") is not None:
                 value = json.dumps({"item": [jsonable(item) for item in value]})
             group[index] = value

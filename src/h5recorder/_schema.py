@@ -133,8 +133,10 @@ class Leaf:
     def _array(self, value: Any) -> np.ndarray[Any, Any]:
         if type(value) is np.ndarray:
             return value
-        if hasattr(value, "array") and not isinstance(value, np.ndarray):
-            return self._array(value.array)
+        if type(value) not in _PLAIN_TYPES:
+            value = unwrap(value)
+            if type(value) is np.ndarray:
+                return value
         if isinstance(value, str | bytes | Mapping):
             raise StepTypeError(self.name, self._expected(), _describe(value))
         if hasattr(value, "getbands"):  # a PIL image
@@ -185,6 +187,8 @@ class Leaf:
         )
 
     def _integer(self, value: Any) -> int:
+        if type(value) is not int:
+            value = unwrap(value)
         if isinstance(value, int | np.integer):
             return int(value)
         if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iub":
@@ -221,6 +225,8 @@ class Leaf:
         return array
 
     def _coerce_text(self, value: Any) -> str:
+        if type(value) is not str:
+            value = unwrap(value)
         if not isinstance(value, str):
             raise StepTypeError(self.name, "a str", _describe(value))
         limit = self.space.max_length  # type: ignore[attr-defined]
@@ -239,9 +245,31 @@ class Leaf:
             raise StepTypeError(self.name, "values JSON can hold", _describe(value)) from error
 
 
+_PLAIN_TYPES = frozenset({float, int, bool, str, list, tuple, dict, np.float32, np.float64})
+
+
+def unwrap(value: Any) -> Any:
+    """The value a leaf stores for a wrapped one: an mbodied ``Image`` is its ``.array``; a
+    one-value wrapper (mbodied's ``JointControl(value=...)``, an ``Enum`` member, any object
+    with a ``.value`` that is not a method) is its ``.value``, unwrapped again if needed.
+    """
+    for _ in range(8):  # a wrapper of a wrapper ...; bounded against self-referencing objects
+        if isinstance(value, np.ndarray | np.generic | str | bytes | Mapping):
+            return value
+        array = getattr(value, "array", None)
+        if array is not None and not callable(array):
+            value = array
+            continue
+        inner = getattr(value, "value", None)
+        if inner is not None and not callable(inner) and inner is not value:
+            value = inner
+            continue
+        return value
+    return value
+
+
 def jsonable(value: Any) -> Any:
-    if hasattr(value, "array") and not isinstance(value, np.ndarray):
-        value = value.array
+    value = unwrap(value)
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, Mapping):
@@ -457,8 +485,20 @@ def make_leaf(path: tuple[str, ...], space: spaces.Space[Any], chunk_bytes: int)
 
 
 def infer_space(value: Any, key: str = "value") -> spaces.Space[Any]:
-    """The space of one value, keeping its dtype (uint8 stays uint8, int stays int64)."""
-    mapping = None if isinstance(value, np.ndarray) else to_mapping(value)
+    """The space of one value, keeping its dtype (uint8 stays uint8, int stays int64).
+
+    An object with ``.array`` (mbodied ``Image``) is a ``Box`` of that array, whatever its
+    other fields; a one-value wrapper (fields ``{"value": v}``, mbodied ``JointControl``) is
+    the space of ``v``; other objects with ``.dict()`` / ``model_dump()`` (mbodied ``Sample``)
+    are a ``Dict`` of their fields; numbers, lists, numpy values, PIL images and objects with
+    ``__array__`` are a ``Box`` of their array.
+    """
+    array_attribute = getattr(value, "array", None)
+    if array_attribute is not None and not callable(array_attribute):
+        return infer_space(array_attribute, key)
+    mapping = None if isinstance(value, np.ndarray | np.generic) else to_mapping(value)
+    if mapping is not None and not isinstance(value, Mapping) and list(mapping) == ["value"]:
+        return infer_space(mapping["value"], key)
     if mapping is not None:
         return spaces.Dict(
             {k: infer_space(v, f"{key}/{k}") for k, v in mapping.items() if v is not None}
@@ -467,8 +507,6 @@ def infer_space(value: Any, key: str = "value") -> spaces.Space[Any]:
         return spaces.Text(TEXT_MAX_LENGTH)
     if isinstance(value, bool | np.bool_):
         return spaces.Discrete(2)
-    if hasattr(value, "array") and not isinstance(value, np.ndarray):
-        value = value.array
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:

@@ -1,0 +1,125 @@
+"""Reading a file while it is being recorded: in this process (read-your-writes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from h5recorder import Recorder
+
+SPACE = spaces.Dict(
+    {
+        "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+        "step": spaces.Box(0, 10**9, (), np.int64),
+        "joints": spaces.Box(-1, 1, (7,), np.float32),
+        "instruction": spaces.Text(30),
+    }
+)
+
+
+def _step(frames: np.ndarray, index: int) -> dict:
+    rng = np.random.default_rng(index)
+    return {
+        "image": frames[index % len(frames)],
+        "step": index,
+        "joints": rng.uniform(-1, 1, 7).astype(np.float32),
+        "instruction": f"step {index}",
+    }
+
+
+def _check_rows(file: h5py.File, frames: np.ndarray, at_least: int) -> int:
+    """Every row below ``size`` is what was recorded; ``size`` covers ``at_least`` steps."""
+    size = int(file.attrs["size"])
+    assert size >= at_least, f"size {size}, but {at_least} steps were recorded before the open"
+    steps = file["observation/step"][:size]
+    assert steps.tolist() == list(range(size))
+    if size:
+        last = size - 1
+        np.testing.assert_array_equal(file["observation/image"][last], frames[last % len(frames)])
+        joints = _step(frames, last)["joints"]
+        np.testing.assert_array_equal(file["observation/joints"][last], joints)
+        assert file["observation/instruction"][last].decode() == f"step {last}"
+    return size
+
+
+def test_h5py_and_recorder_file_see_every_step_record_returned_for(tmp_path, frames):
+    with Recorder("ryw", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
+        with h5py.File(recorder.filename, "r") as file:
+            assert int(file.attrs["size"]) == 0
+        for index in range(40):
+            recorder.record(observation=_step(frames, index))
+            if index % 3 == 0:
+                with h5py.File(recorder.filename, "r") as file:
+                    assert _check_rows(file, frames, index + 1) == index + 1
+            else:
+                assert _check_rows(recorder.file, frames, index + 1) == index + 1
+        recorder.record(observation=_step(frames, 40))
+        recorder.flush()
+        assert recorder.status().rows_committed == 41
+    with h5py.File(recorder.filename, "r") as file:
+        assert _check_rows(file, frames, 41) == 41
+
+
+def test_reads_interleaved_with_recording_at_full_rate(tmp_path, frames):
+    """A reader thread opens the file in a loop while the main thread records flat out:
+    every open sees at least the steps recorded before it, rows exact, nothing hangs."""
+    returned = [0]
+    failures: list[BaseException] = []
+    reads = [0]
+    stop = threading.Event()
+
+    def reader(path: str) -> None:
+        try:
+            while not stop.is_set():
+                before = returned[0]
+                with h5py.File(path, "r") as file:
+                    _check_rows(file, frames, before)
+                reads[0] += 1
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            failures.append(error)
+
+    # A small ring: each open waits for the writer to drain what is queued, and a writer
+    # kept saturated by a flat-out loop has a full ring to drain.
+    with Recorder(
+        "interleaved", out_dir=str(tmp_path), observation_space=SPACE, buffer_bytes=4 << 20
+    ) as recorder:
+        thread = threading.Thread(target=reader, args=(str(recorder.filename),))
+        thread.start()
+        started = time.perf_counter()
+        index = 0
+        while reads[0] < 100 and time.perf_counter() - started < 5:
+            recorder.record(observation=_step(frames, index))
+            index += 1
+            returned[0] = index
+            if failures:
+                break
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the reader hung"
+    assert not failures, repr(failures[0])
+    assert reads[0] >= 20
+    with h5py.File(recorder.filename, "r") as file:
+        assert _check_rows(file, frames, index) == index
+
+
+def test_opening_inside_an_h5py_callback_does_not_hang(tmp_path, frames):
+    """Inside ``visititems`` this thread holds h5py's lock, which the writer needs to commit:
+    the open goes ahead without a commit instead of waiting forever."""
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as file:
+        file.create_dataset("x", data=np.arange(3))
+    with Recorder("callback", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
+        recorder.record(observation=_step(frames, 0))
+        opened = []
+
+        def visit(name: str, obj: object) -> None:
+            with h5py.File(recorder.filename, "r") as file:
+                opened.append(int(file.attrs["size"]))
+
+        with h5py.File(other, "r") as file:
+            file.visititems(visit)
+        assert len(opened) == 1
