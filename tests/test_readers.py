@@ -1,0 +1,114 @@
+"""Readers that never import hdf5plugin read a default (blosc2) recording of this environment."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from h5recorder import Recorder
+from h5recorder._plugin_path import PTH_NAME
+
+SPACE = spaces.Dict(
+    {
+        "image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+        "depth": spaces.Box(0, 65535, (48, 64), np.uint16),
+        "joints": spaces.Box(-1, 1, (7,), np.float32),
+        "step": spaces.Box(0, 10**9, (), np.int64),
+        "mode": spaces.Discrete(4),
+        "instruction": spaces.Text(30),
+    }
+)
+
+_READ_SCRIPT = textwrap.dedent("""
+    import pickle, sys
+    import h5py
+    values = {}
+    with h5py.File(sys.argv[1], "r") as file:
+        size = int(file.attrs["size"])
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                values[name] = obj[:size]
+        file.visititems(visit)
+    loaded = sorted(m for m in ("h5recorder", "hdf5plugin") if m in sys.modules)
+    with open(sys.argv[2], "wb") as out:
+        pickle.dump({"size": size, "values": values, "loaded": loaded}, out)
+""")
+
+
+def _fresh_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "HDF5_PLUGIN_PATH"}
+    env["PYTHONPATH"] = ""
+    return env
+
+
+def test_plain_h5py_in_a_fresh_process_reads_every_value_of_a_default_recording(
+    tmp_path: Path, frames: np.ndarray
+) -> None:
+    steps = []
+    for index in range(300):
+        frame = frames[index % len(frames)]
+        steps.append(
+            {
+                "image": frame,
+                "depth": frame[:, :, 0].astype(np.uint16) * 40 + index,
+                "joints": np.float32(np.sin(np.arange(7) + index / 10)),
+                "step": index,
+                "mode": index % 4,
+                "instruction": f"step {index}",
+            }
+        )
+    with Recorder("fresh", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
+        for step in steps:
+            recorder.record(observation=step)
+    with h5py.File(recorder.filename, "r") as file:  # blosc2 chunks, not only raw ones
+        compressed = [
+            name
+            for name in ("depth", "joints", "step", "mode")
+            if file[f"observation/{name}"].id.get_chunk_info(0).filter_mask == 0
+        ]
+        assert compressed, "no dataset holds a blosc2-compressed chunk"
+
+    out = tmp_path / "read.pickle"
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_SCRIPT, str(recorder.filename), str(out)],
+        env=_fresh_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = pickle.loads(out.read_bytes())
+    assert result["loaded"] == [], "the reader imported h5recorder or hdf5plugin"
+    assert result["size"] == len(steps)
+    values = result["values"]
+    for key in ("image", "depth", "joints", "step", "mode"):
+        np.testing.assert_array_equal(
+            values[f"observation/{key}"], np.stack([np.asarray(s[key]) for s in steps]), key
+        )
+    assert [text.decode() for text in values["observation/instruction"]] == [
+        s["instruction"] for s in steps
+    ]
+
+
+def test_the_environment_hook_keeps_the_readers_own_plugin_path(tmp_path: Path) -> None:
+    with Recorder("hook", out_dir=str(tmp_path), observation_space=SPACE):
+        pass
+    import hdf5plugin
+
+    site = Path(hdf5plugin.__file__).resolve().parent.parent
+    assert (site / PTH_NAME).is_file()
+    ours = str(Path(hdf5plugin.PLUGIN_PATH).resolve())
+    script = "import os; print(os.environ.get('HDF5_PLUGIN_PATH'))"
+    for given, expected in ((None, ours), ("/opt/mine", f"/opt/mine{os.pathsep}{ours}"),
+                            (ours, ours)):
+        env = _fresh_env()
+        if given is not None:
+            env["HDF5_PLUGIN_PATH"] = given
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        assert done.stdout.strip() == expected
