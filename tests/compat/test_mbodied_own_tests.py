@@ -23,9 +23,13 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def mbodied_tests(request: pytest.FixtureRequest) -> Path:
+def mbodied_tests(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """mbodied's own test files, from its source release (downloaded once, then cached)."""
-    folder = Path(request.config.cache.mkdir(f"mbodied-{VERSION}-tests"))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    name = f"mbodied-{VERSION}-tests"
+    folder = Path(cache.mkdir(name) if cache else tmp_path_factory.mktemp(name))
     if all((folder / name).is_file() for name in TEST_FILES):
         return folder / "tests"
     download = folder / "download"
