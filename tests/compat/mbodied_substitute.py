@@ -10,6 +10,8 @@ mbodied.data.recording.Recorder = h5recorder.Recorder  # type: ignore[misc]
 mbodied.data.recording.create_dataset_for_space_dict = h5recorder.create_dataset_for_space_dict
 
 
-def pytest_report_header() -> str:
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     recorder = mbodied.data.recording.Recorder
-    return f"mbodied's Recorder is {recorder.__module__}.{recorder.__qualname__}"
+    terminalreporter.write_line(
+        f"mbodied's Recorder is {recorder.__module__}.{recorder.__qualname__}"
+    )
