@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
 import h5py
 import numpy as np
+import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder
@@ -123,3 +128,95 @@ def test_opening_inside_an_h5py_callback_does_not_hang(tmp_path, frames):
         with h5py.File(other, "r") as file:
             file.visititems(visit)
         assert len(opened) == 1
+
+
+# -- other processes ----------------------------------------------------------------------
+
+_READER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from h5recorder import read_live
+    from h5recorder.workloads import photo_frames
+
+    path, out, wanted, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    frames = photo_frames(24, 48, 64, seed=3)
+    report = {"reads": 0, "errors": [], "torn": [], "sizes": []}
+    rng = np.random.default_rng(0)
+
+    def check(file):
+        size = int(file.attrs["size"])
+        time.sleep(0.02)  # a slow reader: the recorder commits every 0.05 s meanwhile
+        steps = file["observation/step"][:size]
+        bad = []
+        if steps.tolist() != list(range(size)):
+            bad.append(f"step column at size {size}")
+        for row in {size - 1, int(rng.integers(0, size))} if size else ():
+            if not np.array_equal(file["observation/image"][row], frames[row % 24]):
+                bad.append(f"image row {row} at size {size}")
+        return size, bad
+
+    while report["reads"] < wanted and not __import__("os").path.exists(stop):
+        try:
+            size, bad = read_live(path, check)
+            report["sizes"].append(size)
+            report["torn"] += bad
+        except Exception as error:
+            report["errors"].append(repr(error))
+        report["reads"] += 1
+    with open(out, "w") as file:
+        json.dump(report, file)
+""")
+
+
+def _paced(recorder: Recorder, frames: np.ndarray, start: int, count: int, rate: float) -> list:
+    """Record ``count`` steps at ``rate`` steps/s; return each record() time in us."""
+    took = []
+    period = 1.0 / rate
+    began = time.perf_counter()
+    for index in range(start, start + count):
+        due = began + (index - start) * period
+        while time.perf_counter() < due:
+            time.sleep(max(0.0, due - time.perf_counter() - 0.0005))
+        step = {"image": frames[index % len(frames)], "step": index,
+                "joints": np.zeros(7, np.float32), "instruction": f"step {index}"}
+        t0 = time.perf_counter_ns()
+        recorder.record(observation=step)
+        took.append((time.perf_counter_ns() - t0) / 1000)
+    return took
+
+
+@pytest.mark.parametrize(
+    "reads", [pytest.param(100, id="100-reads"), pytest.param(1000, marks=pytest.mark.slow,
+                                                              id="1000-reads")]
+)
+def test_a_reader_process_gets_consistent_snapshots_while_recording_at_500_hz(
+    tmp_path, frames, reads
+):
+    """Another process reads in a loop (``read_live``) while steps with PNG frames arrive at
+    500 Hz: every snapshot holds exactly the recorded rows below ``size``, no read fails,
+    ``record()`` never waits; its p99 with and without the reader is printed side by side."""
+    out, stop = tmp_path / "reader.json", tmp_path / "stop"
+    with Recorder(
+        "live", out_dir=str(tmp_path), observation_space=SPACE, commit_interval=0.05
+    ) as recorder:
+        alone = _paced(recorder, frames, 0, 1000, 500.0)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _READER, str(recorder.filename), str(out), str(reads),
+             str(stop)],
+        )
+        together: list = []
+        index = 1000
+        while reader.poll() is None and index < 1000 + 500 * 600:
+            together += _paced(recorder, frames, index, 250, 500.0)
+            index += 250
+        stop.touch()
+        assert reader.wait(60) == 0
+        assert recorder.status().waits == 0 and recorder.status().drops == 0
+    report = json.loads(out.read_text())
+    assert report["errors"] == []
+    assert report["torn"] == []
+    assert report["reads"] >= reads
+    assert report["sizes"] == sorted(report["sizes"]) and report["sizes"][-1] > 1000
+    p99 = {name: float(np.percentile(took, 99)) for name, took in
+           (("alone", alone), ("with reader", together))}
+    print(f"record() p99 us at 500 Hz: {p99}; {report['reads']} snapshots")

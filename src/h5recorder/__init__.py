@@ -6,6 +6,7 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
 """
 
 from ._dataset import Dataset, EpisodeInfo, dataset
+from ._live import read_live
 from ._read import Column, Episode, Health, Time
 from ._read import open_episode as open
 from ._recorder import Options, Recorder, copy_and_delete_old
@@ -15,6 +16,7 @@ from ._writer import Status
 from .errors import (
     ClosedError,
     DiskFullError,
+    LiveError,
     ReadError,
     RecorderError,
     RecoveryError,
@@ -32,6 +34,7 @@ __all__ = [
     "Episode",
     "EpisodeInfo",
     "Health",
+    "LiveError",
     "Options",
     "ReadError",
     "Recorder",
@@ -48,4 +51,5 @@ __all__ = [
     "create_dataset_for_space_dict",
     "dataset",
     "open",
+    "read_live",
 ]

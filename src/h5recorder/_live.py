@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 import h5py
 from h5py._objects import phil
 
-from .errors import RecorderError
+from .errors import LiveError, RecorderError
 
-__all__ = ["register", "unregister"]
+__all__ = ["LiveServer", "read_live", "register", "unregister"]
 
 # (device, inode) of each file an open recorder of this process writes -> its flush()
 _recording: dict[tuple[int, int], Callable[[], None]] = {}
@@ -82,3 +83,197 @@ def _install() -> None:
 
 
 _install()
+
+
+# -- other processes: a snapshot on request -------------------------------------------------
+#
+# The recorder listens on a Unix socket named in a sidecar file ``<file>.live`` (JSON: pid,
+# socket). A reader connects and sends ``snapshot``; the recorder's writer thread commits (the
+# file on disk is then consistent: rows, then ``size``) and stops writing the file until the
+# reader sends ``done``, at most ``MAX_PAUSE`` seconds and never past half the ring (record()
+# keeps filling the ring meanwhile, it never waits). The recorder then answers ``ok`` if the
+# pause held for the whole read, ``expired`` if it had to end it first: the reader then drops
+# what it read and asks again.
+
+MAX_PAUSE = 2.0
+SIDECAR_SUFFIX = ".live"
+
+
+def sidecar(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + SIDECAR_SUFFIX)
+
+
+class LiveServer:
+    """The recorder's side: answers snapshot requests for one file (a daemon thread)."""
+
+    def __init__(
+        self,
+        path: Path,
+        pause: Callable[[Callable[[], None]], None],
+        ring_fill: Callable[[], float],
+    ) -> None:
+        import json
+        import socket
+        import tempfile
+
+        self.path = Path(path)
+        self._pause = pause  # runs a function on the writer thread after a commit
+        self._ring_fill = ring_fill  # share of the ring in use
+        folder = Path(tempfile.gettempdir()) / f"h5recorder-live-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self.address = str(folder / f"{os.getpid()}-{id(self):x}.sock")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.bind(self.address)
+        self._socket.listen(8)
+        self._closed = False
+        info = {"pid": os.getpid(), "socket": self.address, "file": str(self.path.resolve())}
+        sidecar(self.path).write_text(json.dumps(info))
+        self._thread = threading.Thread(target=self._serve, name="h5recorder-live", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    self._answer(connection)
+                except (OSError, RecorderError):
+                    continue  # a reader that went away, or a recorder that stopped
+
+    def _answer(self, connection: Any) -> None:
+        connection.settimeout(MAX_PAUSE + 5)
+        reader = connection.makefile("rb", buffering=0)
+        if reader.readline().strip() != b"snapshot":
+            return
+        outcome = {"held": False}
+
+        def hold() -> None:
+            connection.sendall(b"ready\n")
+            connection.settimeout(0.005)
+            ends = time.monotonic() + MAX_PAUSE
+            received = b""
+            while time.monotonic() < ends and self._ring_fill() < 0.5:
+                try:
+                    chunk = connection.recv(16)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return  # the reader went away
+                received += chunk
+                if received.endswith(b"\n"):
+                    outcome["held"] = received.strip() == b"done"
+                    return
+
+        self._pause(hold)
+        connection.settimeout(5)
+        connection.sendall(b"ok\n" if outcome["held"] else b"expired\n")
+
+    def close(self) -> None:
+        self._closed = True
+        for target in (sidecar(self.path), Path(self.address)):
+            try:
+                target.unlink()
+            except OSError:
+                pass
+        try:
+            self._socket.close()
+        except OSError:
+            pass
+
+
+def _live_address(path: Path) -> str | None:
+    """The socket of the recorder writing ``path`` now, or None (not being recorded)."""
+    import json
+
+    try:
+        info = json.loads(sidecar(path).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no sidecar, or its recorder is gone (a crash): the file is at rest
+    return str(info["socket"])
+
+
+def read_live(
+    path: str | os.PathLike[str],
+    read: Callable[[h5py.File], Any] | None = None,
+    *,
+    attempts: int = 50,
+) -> Any:
+    """Read a consistent snapshot of a file, while another process records it, or at rest.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+    read
+        Called with the open ``h5py.File`` while the recorder holds its writes; its result is
+        returned. Default: ``{dataset name: its rows below size}`` plus ``"size"``.
+    attempts
+        Snapshots tried before giving up. One fails only when the recorder had to end its
+        pause (after 2 s, or with half its ring full): ``read`` is then called again.
+
+    While a recorder writes the file, it commits on request (so the snapshot holds every step
+    recorded up to the request) and stops writing the file until ``read`` returns; the steps
+    recorded meanwhile wait in its ring, ``record()`` never waits for the reader. A file no
+    recorder is writing (closed, or left by a crash) is simply read.
+
+    Raises
+    ------
+    LiveError
+        No consistent snapshot after ``attempts`` tries (``read`` too slow for the pause).
+    """
+    import socket
+
+    target = Path(path)
+    read = read or _read_everything
+    for _ in range(attempts):
+        address = _live_address(target)
+        if address is None:
+            with h5py.File(target, "r") as file:
+                return read(file)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(30)
+            try:
+                connection.connect(address)
+                connection.sendall(b"snapshot\n")
+                answers = connection.makefile("rb", buffering=0)
+                if answers.readline().strip() != b"ready":
+                    continue
+            except OSError:
+                time.sleep(0.01)
+                continue  # the recorder is closing: the next try reads the file at rest
+            failure: BaseException | None = None
+            result = None
+            try:
+                with h5py.File(target, "r", locking=False) as file:
+                    result = read(file)
+            except Exception as error:  # noqa: BLE001 - raised below if the pause held
+                failure = error
+            try:
+                connection.sendall(b"done\n")
+                held = answers.readline().strip() == b"ok"
+            except OSError:
+                held = False
+            if held:
+                if failure is not None:
+                    raise failure
+                return result
+    raise LiveError(
+        f"{target}: no consistent snapshot in {attempts} tries; the recorder ends each pause "
+        "after 2 s or with half its ring full: read less per snapshot"
+    )
+
+
+def _read_everything(file: h5py.File) -> dict[str, Any]:
+    size = int(file.attrs.get("size", 0))
+    values: dict[str, Any] = {"size": size}
+
+    def visit(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset) and item.ndim >= 1:
+            values[name] = item[:size]
+
+    file.visititems(visit)
+    return values

@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -270,6 +271,7 @@ class Recorder:
         self.root_spaces: list[spaces.Space[Any]] = []
         self._closed = False
         self._writer: Writer | None = None
+        self._live: _live.LiveServer | None = None
         self._ring: Ring | None = None
         self._counters = Counters()
         self._plan = Plan({}, self.options.chunk_bytes)
@@ -432,9 +434,13 @@ class Recorder:
             journal=self._journal,
         )
         self._writer.start()
+        self._live = _live.LiveServer(self.filename, self._pause_for_reader, self._ring_fill)
 
     def _stop(self) -> BaseException | None:
         """Drain, commit and stop the writer; return its error, if any."""
+        if self._live is not None:
+            self._live.close()
+            self._live = None
         writer, self._writer = self._writer, None
         if writer is None:
             return None
@@ -738,6 +744,22 @@ class Recorder:
             self._commit_for_readers(writer)
             return
         writer.request(lambda: self._commit_for_readers(writer))
+
+    def _pause_for_reader(self, hold: Callable[[], None]) -> None:
+        """Commit, then run ``hold`` on the writer thread: no file writes until it returns."""
+        writer = self._writer
+        if writer is None:
+            raise ClosedError(f"{self.filename} is not being recorded")
+
+        def commit_and_hold() -> None:
+            self._commit_for_readers(writer)
+            hold()
+
+        writer.request(commit_and_hold)
+
+    def _ring_fill(self) -> float:
+        ring = self._ring
+        return ring.pending / ring.capacity if ring is not None else 0.0
 
     @staticmethod
     def _commit_for_readers(writer: Writer) -> None:

@@ -12,6 +12,7 @@ refines, so ``except ValueError`` keeps working for code that predates h5recorde
     |   +-- DiskFullError(WriterError, OSError)       not enough free space to commit safely
     +-- RecoveryError(RecorderError, OSError)         a file that ``h5recorder recover`` cannot mend
     +-- ReadError(RecorderError, OSError)             a file that ``h5recorder.open`` cannot read
+    +-- LiveError(RecorderError, RuntimeError)        ``read_live`` got no consistent snapshot
 
 Messages name the key, what was expected and what arrived.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "DiskFullError",
+    "LiveError",
     "ReadError",
     "RecorderError",
     "RecoveryError",
@@ -71,3 +73,7 @@ class RecoveryError(RecorderError, OSError):
 
 class ReadError(RecorderError, OSError):
     """A file that cannot be read as a recording; the message says what is wrong with it."""
+
+
+class LiveError(RecorderError, RuntimeError):
+    """``read_live`` got no consistent snapshot of a file being recorded."""
