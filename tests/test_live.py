@@ -220,3 +220,27 @@ def test_a_reader_process_gets_consistent_snapshots_while_recording_at_500_hz(
     p99 = {name: float(np.percentile(took, 99)) for name, took in
            (("alone", alone), ("with reader", together))}
     print(f"record() p99 us at 500 Hz: {p99}; {report['reads']} snapshots")
+
+
+def test_live_command_prints_a_summary_while_recording_and_at_the_end(tmp_path, frames):
+    with Recorder("cli", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
+        _paced(recorder, frames, 0, 200, 500.0)
+        command = subprocess.Popen(
+            [sys.executable, "-m", "h5recorder._cli", "live", str(recorder.filename),
+             "--every", "0.2", "--count", "3"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        index = 200
+        while command.poll() is None and index < 500 * 120:
+            _paced(recorder, frames, index, 50, 500.0)
+            index += 50
+        lines = command.communicate(timeout=60)[0].splitlines()
+    assert command.returncode == 0
+    steps = [int(line.split("steps ")[1].split()[0].replace(",", "")) for line in lines]
+    assert len(steps) == 3 and 200 <= steps[0] <= steps[1] <= steps[2] <= index
+    assert all("ring" in line and "frames" in line and "last commit" in line for line in lines)
+    done = subprocess.run(
+        [sys.executable, "-m", "h5recorder._cli", "live", str(recorder.filename)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert f"steps {index:,}" in done.stdout and "(not recording)" in done.stdout

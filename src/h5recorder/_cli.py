@@ -6,16 +6,18 @@ episodes."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._recorder import Recorder
 from ._recover import recover
 from ._writer import Status
-from .errors import RecoveryError, SchemaError
+from .errors import RecorderError, RecoveryError, SchemaError
 from .workloads import WORKLOADS, workload
 
 
@@ -243,6 +245,47 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_summary(file: Any) -> dict[str, Any]:
+    status: dict[str, Any] = json.loads(file.attrs.get("recorder_status", "{}") or "{}")
+    status["size"] = int(file.attrs.get("size", 0))
+    return status
+
+
+def _live_line(status: dict[str, Any], taken: float) -> str:
+    """steps, rate, ring fill, frames and the last commit, as of the snapshot ``taken``."""
+    capacity = status.get("ring_capacity") or 0
+    pending = status.get("ring_pending", 0)
+    fill = f"{100 * pending / capacity:3.0f}% ({pending}/{capacity})" if capacity else "-"
+    rate = status.get("steps_per_second")
+    rate_text = f"{rate:,.1f}/s" if isinstance(rate, int | float) and rate == rate else "-"
+    return (
+        f"{time.strftime('%H:%M:%S', time.localtime(taken))}  steps {status['size']:,}  "
+        f"rate {rate_text}  ring {fill}  frames {status.get('frames_written', 0):,} written, "
+        f"{status.get('frames_pending', 0):,} pending  last commit #{status.get('commits', 0)}"
+        f" covers {status.get('rows_committed', status['size']):,} steps"
+    )
+
+
+def _live(args: argparse.Namespace) -> int:
+    """Print a line per snapshot (``read_live``) until the recording ends or ``--count``."""
+    from ._live import _live_address, read_live
+
+    count = 0
+    while True:
+        recording = _live_address(args.path) is not None
+        try:
+            status = read_live(args.path, _live_summary)
+        except (OSError, RecorderError) as error:
+            print(f"{args.path}: {error}", file=sys.stderr)
+            return 2
+        print(_live_line(status, time.time()) + ("" if recording else "  (not recording)"),
+              flush=True)
+        count += 1
+        if not recording or (args.count and count >= args.count):
+            return 0
+        time.sleep(args.every)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="h5recorder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--save", type=Path, help="write a .rrd file instead of showing it")
     show.add_argument("--key", action="append", help="a leaf to show (repeatable; default: all)")
     show.set_defaults(run=_view)
+    live = sub.add_parser(
+        "live", help="a live summary of a recording in progress (another process's)"
+    )
+    live.add_argument("path", type=Path)
+    live.add_argument("--every", type=float, default=1.0, help="seconds between lines")
+    live.add_argument("--count", type=int, default=0, help="lines to print (0: until it ends)")
+    live.set_defaults(run=_live)
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )
