@@ -33,9 +33,15 @@ from h5recorder import Recorder, RecorderError
 PYTHON = sys.executable
 
 
-def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+def run_python(
+    code: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    flags: tuple[str, ...] = (),
+):
     return subprocess.run(
-        [PYTHON, "-c", textwrap.dedent(code), *args],
+        [PYTHON, *flags, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -624,7 +630,7 @@ PLAIN_READER = """
 import sys
 import h5py
 import numpy as np
-assert "hdf5plugin" not in sys.modules
+print("hdf5plugin imported" if "hdf5plugin" in sys.modules else "hdf5plugin not imported")
 with h5py.File(sys.argv[1], "r") as f:
     d = f["observation/x"]
     print("meta", int(f.attrs["size"]), d.shape, d.dtype, d.attrs["space_type"],
@@ -639,7 +645,14 @@ with h5py.File(sys.argv[1], "r") as f:
 """
 
 
-def test_plain_h5py_reads_metadata_and_needs_the_plugin_path_for_blosc2_data(tmp_path):
+def _outside_this_environment(env: dict[str, str]) -> dict[str, str]:
+    """``python -S`` with site-packages on PYTHONPATH: the same packages, but no ``.pth`` file
+    runs, as in another environment or a program that is not this Python."""
+    site = str(Path(h5py.__file__).resolve().parent.parent)
+    return {**env, "PYTHONPATH": site}
+
+
+def test_plain_h5py_reads_blosc2_data_here_and_needs_the_plugin_path_elsewhere(tmp_path):
     space = spaces.Dict({"x": spaces.Box(-np.inf, np.inf, (64,), np.float64)})
     with Recorder(
         "plain", out_dir=str(tmp_path), observation_space=space, image_keys_to_save=[]
@@ -649,12 +662,19 @@ def test_plain_h5py_reads_metadata_and_needs_the_plugin_path_for_blosc2_data(tmp
         for i in range(5000):
             recorder.record({"x": np.full(64, float(i))})
     env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    without = run_python(PLAIN_READER, str(recorder.filename), env=env)
+    # in this environment: the recorder's hook imports hdf5plugin after h5py
+    here = run_python(PLAIN_READER, str(recorder.filename), env=env)
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert "hdf5plugin imported" in here.stdout and "data-ok True" in here.stdout, here.stdout
+    # elsewhere: metadata reads, blosc2 data needs HDF5_PLUGIN_PATH
+    outside = _outside_this_environment(env)
+    without = run_python(PLAIN_READER, str(recorder.filename), env=outside, flags=("-S",))
     assert without.returncode == 0, without.stderr[-2000:]
+    assert "hdf5plugin not imported" in without.stdout, without.stdout
     assert "meta 5000 (5000, 64) float64 Box ['32026']" in without.stdout, without.stdout
     assert "data-error" in without.stdout and "data-ok" not in without.stdout, without.stdout
-    plugin_env = {**env, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
-    with_path = run_python(PLAIN_READER, str(recorder.filename), env=plugin_env)
+    plugin_env = {**outside, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
+    with_path = run_python(PLAIN_READER, str(recorder.filename), env=plugin_env, flags=("-S",))
     assert with_path.returncode == 0, with_path.stderr[-2000:]
     assert "data-ok True" in with_path.stdout, with_path.stdout
 
@@ -668,8 +688,11 @@ def test_gzip_files_read_with_plain_h5py(tmp_path):
         for i in range(500):
             recorder.record({"x": np.full(64, float(i))})
     env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    result = run_python(PLAIN_READER, str(recorder.filename), env=env)
+    result = run_python(
+        PLAIN_READER, str(recorder.filename), env=_outside_this_environment(env), flags=("-S",)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "hdf5plugin not imported" in result.stdout, result.stdout
     assert "data-ok True" in result.stdout, result.stdout
 
 
