@@ -172,6 +172,9 @@ class LiveServer:
         connection.sendall(b"ok\n" if outcome["held"] else b"expired\n")
 
     def close(self) -> None:
+        """Stop answering (a reader being answered gets its reply first) and clean up."""
+        import socket
+
         self._closed = True
         for target in (sidecar(self.path), Path(self.address)):
             try:
@@ -179,9 +182,12 @@ class LiveServer:
             except OSError:
                 pass
         try:
-            self._socket.close()
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         except OSError:
             pass
+        self._socket.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(MAX_PAUSE + 5)
 
 
 def _live_address(path: Path) -> str | None:
