@@ -147,3 +147,27 @@ def test_files_it_cannot_read_exit_2_and_the_others_are_still_shown(tmp_path, cl
     assert result.returncode == 2
     assert "bogus.h5: it is not an HDF5 file" in result.stderr
     assert "closed cleanly" in result.stdout
+
+
+ONE_STEP_THEN_KILLED = """
+import os, sys
+import numpy as np
+from gymnasium import spaces
+from h5recorder import Recorder
+space = spaces.Dict({"x": spaces.Box(-1, 1, (3,), np.float32)})
+recorder = Recorder("short", out_dir=sys.argv[1], observation_space=space)
+recorder.record({"x": np.float32([0.25, -0.5, 1.0])})
+recorder.flush()
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_inspect_reads_a_file_killed_after_one_step(tmp_path):
+    # one step has no interval: the recorder's counters hold no percentiles to print
+    subprocess.run([sys.executable, "-c", ONE_STEP_THEN_KILLED, str(tmp_path)], timeout=120)
+    path = tmp_path / "short.h5"
+    result = inspect("--check", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "steps         1" in result.stdout and "NOT closed cleanly" in result.stdout
+    summary = json.loads(inspect("--check", "--json", str(path)).stdout)
+    assert summary["steps"] == 1 and summary["timing"]["interval_p50_us"] is None

@@ -101,6 +101,13 @@ def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> float | None:
+    """A counter as a number, or None where a recording too short to time left none."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def _timing(episode: Episode) -> dict[str, Any]:
     """Duration, rate and intervals: exact from each step's time, else the recorder's."""
     status = episode.status or {}
@@ -122,15 +129,15 @@ def _timing(episode: Episode) -> dict[str, Any]:
             "longest_gap_after_step": int(np.argmax(gaps)),
         }
     if status:
-        rate = status.get("steps_per_second")
+        rate = _finite(status.get("steps_per_second"))
         return {
             "source": "the recorder's counters (histogram bins)",
-            "duration_s": (len(episode) - 1) / rate if rate else None,
+            "duration_s": (len(episode) - 1) / rate if rate and len(episode) > 1 else None,
             "steps_per_s": rate,
-            "interval_p50_us": status.get("interval_p50_us"),
-            "interval_p99_us": status.get("interval_p99_us"),
-            "interval_p999_us": status.get("interval_p999_us"),
-            "longest_gap_s": status.get("longest_gap_s"),
+            "interval_p50_us": _finite(status.get("interval_p50_us")),
+            "interval_p99_us": _finite(status.get("interval_p99_us")),
+            "interval_p999_us": _finite(status.get("interval_p999_us")),
+            "longest_gap_s": _finite(status.get("longest_gap_s")),
         }
     return {"source": "none: this file keeps no time"}
 
@@ -191,13 +198,17 @@ def _bytes(count: float) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} us"
     if seconds < 1:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds:.2f} s"
+
+
+def _duration_us(microseconds: float | None) -> str:
+    return _duration(None if microseconds is None else microseconds / 1e6)
 
 
 def _stats_text(stats: dict[str, Any] | None) -> str:
@@ -232,9 +243,9 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(steps_line)
     if timing.get("interval_p50_us") is not None:
         lines.append(
-            f"  intervals     p50 {_duration(timing['interval_p50_us'] / 1e6)}, "
-            f"p99 {_duration(timing['interval_p99_us'] / 1e6)}, "
-            f"p99.9 {_duration(timing['interval_p999_us'] / 1e6)}, "
+            f"  intervals     p50 {_duration_us(timing['interval_p50_us'])}, "
+            f"p99 {_duration_us(timing['interval_p99_us'])}, "
+            f"p99.9 {_duration_us(timing['interval_p999_us'])}, "
             f"longest gap {_duration(timing['longest_gap_s'])} ({timing['source']})"
         )
     if summary["waits"] is not None:
