@@ -21,7 +21,9 @@ RATE = 500
 COMMIT_INTERVAL = 0.25
 
 CHILD = """
-import sys, time
+import signal, sys, time
+# as in a terminal, even when the test runner was started with SIGINT ignored (a background job)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 from gymnasium import spaces
 from h5recorder import Recorder

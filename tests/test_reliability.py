@@ -57,7 +57,9 @@ def decode_png(path: Path) -> np.ndarray:
 # -- signals ---------------------------------------------------------------------------------
 
 SIGNAL_CHILD = """
-import sys, time
+import signal, sys, time
+# as in a terminal, even when the test runner was started with SIGINT ignored (a background job)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 from gymnasium import spaces
 from h5recorder import Recorder
