@@ -10,7 +10,7 @@ Figures, with ``-s``: frames written while recording and deferred to ``close()``
 recording, and ``record()`` p50/p99/p99.9/max with frames on and off. Every PNG is decoded
 back (Pillow) and compared with the frame recorded. Asserts what was written, never a timing.
 
-    flock /tmp/h5rec-measure.lock .venv/bin/python -m pytest benchmarks/test_frames_rig.py \\
+    .venv/bin/python -m pytest benchmarks/test_frames_rig.py \\
         -q -s --rig-seconds 60
 """
 

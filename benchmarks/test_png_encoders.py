@@ -12,7 +12,7 @@ file is decoded back with Pillow and with imagecodecs (libpng) and compared with
 ``auto`` marks the encoder the recorder picks for the kind. A table is printed at the end
 (``-s``).
 
-    flock /tmp/h5rec-measure.lock .venv/bin/python -m pytest benchmarks/test_png_encoders.py -q -s
+    .venv/bin/python -m pytest benchmarks/test_png_encoders.py -q -s
 """
 
 from __future__ import annotations
