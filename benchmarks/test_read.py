@@ -40,24 +40,23 @@ ROUNDS = 3
 _seconds: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def seed_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    load = load_workload("seed")
-    out = tmp_path_factory.mktemp("read_seed")
-    with Recorder("seed", out_dir=str(out), image_keys_to_save=[], **load.spaces()) as recorder:
-        for step in load.steps(SEED_STEPS):
+def record_workload(name: str, steps: int, factory: pytest.TempPathFactory) -> Path:
+    load = load_workload(name)
+    out = factory.mktemp(f"read_{name}")
+    with Recorder(name, out_dir=str(out), image_keys_to_save=[], **load.spaces()) as recorder:
+        for step in load.steps(steps):
             recorder.record(**step)
     return recorder.filename
+
+
+@pytest.fixture(scope="module")
+def seed_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return record_workload("seed", SEED_STEPS, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def proprio_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    load = load_workload("proprio")
-    out = tmp_path_factory.mktemp("read_proprio")
-    with Recorder("proprio", out_dir=str(out), image_keys_to_save=[], **load.spaces()) as recorder:
-        for step in load.steps(PROPRIO_STEPS):
-            recorder.record(**step)
-    return recorder.filename
+    return record_workload("proprio", PROPRIO_STEPS, tmp_path_factory)
 
 
 def _reader_steps(path: Path) -> int:

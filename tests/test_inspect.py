@@ -4,7 +4,6 @@ recordings (a crash not recovered, drops, missing frames), run as the command us
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from gymnasium import spaces
 
 from h5recorder import Recorder
 from h5recorder.workloads import photo_frames
-from tests.test_read import CRASH_CHILD
+from tests.test_read import kill_crash_child
 
 
 def inspect(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,14 +79,7 @@ def test_a_clean_recording_passes_check_and_says_what_it_holds(clean_file):
 
 
 def test_check_fails_on_a_crashed_file_until_and_after_recover(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    child.stdout.close()
-    path = tmp_path / "crash.h5"
+    path = kill_crash_child(tmp_path, 0.2)
     result = inspect("--check", str(path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT closed cleanly" in result.stdout and "UNHEALTHY" in result.stdout

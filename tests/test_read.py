@@ -361,15 +361,20 @@ for i in range(10**9):
 """
 
 
-def test_a_killed_recording_opens_as_it_is(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(tmp_path)],
+def kill_crash_child(out_dir: Path, after: float) -> Path:
+    """Run CRASH_CHILD, kill -9 it ``after`` seconds into its recording; return its file."""
+    child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(out_dir)],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
+    time.sleep(after)
     child.send_signal(signal.SIGKILL)
     child.wait()
     child.stdout.close()
-    path = tmp_path / "crash.h5"
+    return out_dir / "crash.h5"
+
+
+def test_a_killed_recording_opens_as_it_is(tmp_path):
+    path = kill_crash_child(tmp_path, 0.3)
     with h5recorder.open(path) as episode:
         steps = len(episode)
         assert steps > 0
