@@ -11,6 +11,7 @@ whole chunks, through :func:`h5recorder.open`. The same code runs on a laptop
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,13 +67,34 @@ def _column(values: np.ndarray[Any, Any]) -> Any:
     return pa.array(values)
 
 
+def _pooled(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """An empty array in Arrow's memory pool, which keeps freed memory for the next batch:
+    a fresh 150 MB array from the system allocator costs 36,000 page faults (80 ms) to fill,
+    many times the reading itself."""
+    buffer = pa.allocate_buffer(max(1, math.prod(shape) * dtype.itemsize))
+    return np.frombuffer(buffer, dtype, math.prod(shape)).reshape(shape)
+
+
 def _read_ranges(ranges: list[_Range], columns: list[str], rows: int) -> Iterator[Any]:
     """A read task's body: open each file by path, yield one Arrow table per batch."""
     for part in ranges:
         with open_episode(part.path) as episode:
-            for batch in episode.batches(rows, columns, part.start, part.stop):
-                table = {"episode": np.full(len(batch["step"]), part.episode, np.int64)}
-                table.update(batch)
+            time = episode.time
+            for first in range(part.start, part.stop, rows):
+                last = min(part.stop, first + rows)
+                table = {
+                    "episode": np.full(last - first, part.episode, np.int64),
+                    "step": np.arange(first, last, dtype=np.int64),
+                }
+                if time is not None:
+                    table["monotonic_ns"] = time.monotonic_ns.read(first, last)
+                    table["wall_ns"] = time.wall_ns.read(first, last)
+                for name in columns:
+                    column = episode.columns[name]
+                    out = None
+                    if not column.is_string:
+                        out = _pooled((last - first, *column.row_shape), column.dtype)
+                    table[name] = column.read(first, last, out=out)
                 yield pa.table({name: _column(values) for name, values in table.items()})
 
 
