@@ -33,6 +33,9 @@ __all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
 
 BLOCK_BYTES = 32 << 20  # one batch read holds about this much (whole chunks of every leaf)
 BLOSC2_FILTER = 32026  # hdf5plugin's registered id of the blosc2 filter
+# chunks at least this large are read directly (_DirectChunks); below it, the Python cost per
+# chunk (about 50 us) outweighs the copies saved, and HDF5's pipeline is faster
+DIRECT_CHUNK_BYTES = 512 << 10
 CLOSED_ATTRIBUTE = "recorder_closed"
 RECOVERED_ATTRIBUTE = "recorder_recovered"
 
@@ -325,8 +328,8 @@ class _DirectChunks:
     (a one-chunk blosc2 frame, as the recorder writes) is read, then decompressed straight
     into it. That is one copy, or one copy and one decompression, per chunk, where HDF5's
     pipeline makes three and h5py allocates the result: 1.8x the rows/s of ``dataset[a:b]``
-    on 224x224 frames (``benchmarks/test_read.py``). Anything else (other filters, a frame
-    another writer made) goes through HDF5 as usual.
+    on 224x224 frames. Anything else (small chunks, other filters, a frame another writer
+    made) goes through HDF5 as usual.
     """
 
     def __init__(self, dataset: h5py.Dataset, filtered: bool) -> None:
@@ -345,6 +348,8 @@ class _DirectChunks:
         if chunks is None or tuple(chunks[1:]) != tuple(dataset.shape[1:]):
             return None
         if dataset.dtype.hasobject or dataset.dtype.itemsize == 0:
+            return None
+        if chunks[0] * dataset.dtype.itemsize * math.prod(chunks[1:]) < DIRECT_CHUNK_BYTES:
             return None
         plist = dataset.id.get_create_plist()
         filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
