@@ -222,6 +222,57 @@ def test_a_reader_process_gets_consistent_snapshots_while_recording_at_500_hz(
     print(f"record() p99 us at 500 Hz: {p99}; {report['reads']} snapshots")
 
 
+_PLAIN_READER = textwrap.dedent("""
+    import json, os, sys
+    import h5py, hdf5plugin
+    path, out, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    report = {"reads": 0, "errors": [], "other": [], "torn": 0}
+    while not os.path.exists(stop):
+        try:
+            with h5py.File(path, "r") as file:
+                size = int(file.attrs["size"])
+                if file["observation/step"][:size].tolist() != list(range(size)):
+                    report["torn"] += 1
+            report["reads"] += 1
+        except OSError as error:  # what HDF5 raises on a file caught mid-commit
+            report["errors"].append(str(error)[:200])
+        except Exception as error:
+            report["other"].append(repr(error)[:200])
+    with open(out, "w") as file:
+        json.dump(report, file)
+""")
+
+
+def test_a_plain_h5py_reader_in_another_process_never_harms_the_recording(tmp_path, frames):
+    """Without ``read_live``, another process opening the file with plain h5py in a loop
+    (no file lock stops it) reads, or gets an ``OSError`` it can retry; nothing else, no
+    crash, and the recording loses nothing and records on at its rate."""
+    out, stop = tmp_path / "plain.json", tmp_path / "stop"
+    with Recorder(
+        "plain", out_dir=str(tmp_path), observation_space=SPACE, image_keys_to_save=[],
+        commit_interval=0.02,
+    ) as recorder:  # fmt: skip
+        _paced(recorder, frames, 0, 200, 1000.0)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _PLAIN_READER, str(recorder.filename), str(out), str(stop)]
+        )
+        _paced(recorder, frames, 200, 2500, 1000.0)
+        stop.touch()
+        assert reader.wait(60) == 0
+        assert recorder.status().waits == 0 and recorder.status().drops == 0
+    report = json.loads(out.read_text())
+    print(f"plain reader: {report['reads']} reads, {len(report['errors'])} OSErrors, "
+          f"{report['torn']} torn, first errors {report['errors'][:2]}")  # fmt: skip
+    assert report["other"] == []
+    assert report["reads"] > 10
+    with h5py.File(recorder.filename, "r") as file:
+        assert int(file.attrs["size"]) == 2700
+        assert file["observation/step"][:2700].tolist() == list(range(2700))
+        for row in (0, 1234, 2699):
+            np.testing.assert_array_equal(file["observation/image"][row], frames[row % len(frames)])
+            assert file["observation/instruction"][row].decode() == f"step {row}"
+
+
 def test_live_command_prints_a_summary_while_recording_and_at_the_end(tmp_path, frames):
     with Recorder("cli", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
         _paced(recorder, frames, 0, 200, 500.0)
