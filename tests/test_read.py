@@ -286,6 +286,32 @@ def test_ranges_read_back_exactly_whatever_the_codec(tmp_path, frames, compressi
         )
 
 
+def test_the_recording_process_reads_its_own_frames_while_it_records(tmp_path):
+    """``h5recorder.open`` on the file being recorded, in the recording process: every step
+    before the open reads back exactly, through the direct chunk reads (frames of 1 MiB
+    chunks: raw partial chunks rewritten at each commit, full chunks compressed or raw)."""
+    from h5recorder.workloads import photo_frames
+
+    frames = photo_frames(16, 120, 160, seed=1)
+    space = spaces.Dict({"image": spaces.Box(0, 255, (120, 160, 3), np.uint8),
+                         "i": spaces.Box(0, 10**9, (), np.int64)})  # fmt: skip
+    opened = 0
+    with Recorder("own", out_dir=str(tmp_path), observation_space=space, image_keys_to_save=[],
+                  commit_interval=0.02) as recorder:  # fmt: skip
+        for i in range(1500):
+            recorder.record({"image": frames[i % 16], "i": i})
+            if i % 97 == 0:
+                with h5recorder.open(recorder.filename) as episode:
+                    assert len(episode) == i + 1
+                    column = episode["observation/image"]
+                    images = column[: i + 1]
+                    assert column._chunks is not None  # the direct path, not HDF5's pipeline
+                    expected = frames[np.arange(i + 1) % 16]
+                    np.testing.assert_array_equal(images, expected, err_msg=f"open at step {i}")
+                    opened += 1
+    assert opened == 16
+
+
 BOUNDED_BOXES = st.builds(
     lambda low, width: spaces.Box(
         np.array(low, np.float32), np.array(low, np.float32) + np.array(width, np.float32)
