@@ -253,11 +253,13 @@ def test_ranges_read_back_exactly_whatever_the_codec(tmp_path, frames, compressi
         "image": spaces.Box(0, 255, images.shape[1:], np.uint8),
         "walk": spaces.Box(-np.inf, np.inf, (12,), np.float64),
         "flags": spaces.Box(-3, 3, (64,), np.int8),
+        "note": spaces.Text(12),
     })  # fmt: skip
     with Recorder("codec", out_dir=str(tmp_path), observation_space=space, chunk_bytes=8 << 10,
                   compression=compression, image_keys_to_save=[]) as recorder:  # fmt: skip
         for i in range(count):
-            recorder.record({"image": images[i], "walk": walk[i], "flags": flags[i]})
+            recorder.record({"image": images[i], "walk": walk[i], "flags": flags[i],
+                             "note": f"step {i}"})  # fmt: skip
     recorded = {"observation/image": images, "observation/walk": walk, "observation/flags": flags}
     if compression in ("blosc2", "blosc2:zstd", None):
         monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)  # small chunks too
@@ -280,6 +282,9 @@ def test_ranges_read_back_exactly_whatever_the_codec(tmp_path, frames, compressi
             np.testing.assert_array_equal(into, values[10:15])
             with pytest.raises(ValueError, match=f"{name}: out must be"):
                 column.read(10, 16, out=into)
+        assert list(episode["observation/note"][5:8]) == ["step 5", "step 6", "step 7"]
+        with pytest.raises(ValueError, match="text is read into new arrays"):
+            episode["observation/note"].read(0, 2, out=np.empty(2, object))
         batches = list(episode.batches(64))
         np.testing.assert_array_equal(
             np.concatenate([b["observation/walk"] for b in batches]), walk

@@ -241,6 +241,8 @@ class Column:
         if stop <= start:
             return np.empty((0, *self.row_shape), self.dtype)
         if self.is_string:
+            if out is not None:
+                raise ValueError(f"{self.name}: text is read into new arrays, not into out")
             return self._decode(self.dataset[start:stop])
         shape = (stop - start, *self.row_shape)
         if out is None:
