@@ -291,6 +291,48 @@ def test_ranges_read_back_exactly_whatever_the_codec(tmp_path, frames, compressi
         )
 
 
+class _StaleLookups:
+    """A dataset whose chunk lookups describe every chunk as a full raw one: what a reader
+    in the recording process sees when the writer rewrites a chunk compressed between the
+    lookup and the read."""
+
+    def __init__(self, dataset: h5py.Dataset, chunk_bytes: int) -> None:
+        self.dataset = dataset
+        self.chunk_bytes = chunk_bytes
+        self.id = self
+
+    def get_chunk_info_by_coord(self, coord: tuple[int, ...]) -> Any:
+        info = self.dataset.id.get_chunk_info_by_coord(coord)
+        return info._replace(filter_mask=1, size=self.chunk_bytes)
+
+    def read_direct_chunk(self, *args: Any, **kwargs: Any) -> Any:
+        return self.dataset.id.read_direct_chunk(*args, **kwargs)
+
+    def read_direct(self, *args: Any, **kwargs: Any) -> None:
+        self.dataset.read_direct(*args, **kwargs)
+
+
+def test_a_chunk_rewritten_between_lookup_and_read_still_reads_right(tmp_path, monkeypatch):
+    """The direct chunk reads decide on the bytes they read, not on the lookup before."""
+    monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)
+    rng = np.random.default_rng(8)
+    flags = rng.integers(-2, 3, (600, 64)).astype(np.int8)  # compresses: chunks stored blosc2
+    space = spaces.Dict({"flags": spaces.Box(-3, 3, (64,), np.int8)})
+    with Recorder("stale", out_dir=str(tmp_path), observation_space=space, chunk_bytes=4 << 10,
+                  image_keys_to_save=[]) as recorder:  # fmt: skip
+        for row in flags:
+            recorder.record({"flags": row})
+    with h5recorder.open(recorder.filename) as episode:
+        column = episode["observation/flags"]
+        masks = {column.dataset.id.get_chunk_info_by_coord((first, 0)).filter_mask
+                 for first in range(0, 600, column.chunk_rows)}  # fmt: skip
+        assert masks == {0, 1}  # compressed chunks, and the raw last one
+        np.testing.assert_array_equal(column[:], flags)
+        column._chunks.dataset = _StaleLookups(column.dataset, column._chunks.chunk_bytes)
+        for start, stop in [(0, 600), (5, 333), (64, 128)]:
+            np.testing.assert_array_equal(column[start:stop], flags[start:stop])
+
+
 def test_the_recording_process_reads_its_own_frames_while_it_records(tmp_path):
     """``h5recorder.open`` on the file being recorded, in the recording process: every step
     before the open reads back exactly, through the direct chunk reads (frames of 1 MiB

@@ -370,24 +370,32 @@ class _DirectChunks:
 
     def _chunk(self, first: int, lo: int, hi: int, target: np.ndarray[Any, Any]) -> bool:
         """Rows ``[lo, hi)`` of the chunk at row ``first`` into ``target``; False when
-        HDF5 has to read them."""
+        HDF5 has to read them.
+
+        In the recording process the writer thread may rewrite the chunk between the lookup
+        and the read (a raw chunk, once full, may be written compressed elsewhere): what is
+        decided is decided on the mask and size of the bytes actually read.
+        """
         coord = (first, *self.zeros)
-        info = self.dataset.id.get_chunk_info_by_coord(coord)
+        chunks = self.dataset.id
+        info = chunks.get_chunk_info_by_coord(coord)
         if info.byte_offset is None:
             return False  # never written: HDF5 gives the fill value
         whole = lo == 0 and hi == self.chunk_rows
-        if not self.filtered or info.filter_mask & 1:
-            if info.size != self.chunk_bytes:
+        if whole and info.size == self.chunk_bytes and (not self.filtered or info.filter_mask & 1):
+            try:
+                mask, read = chunks.read_direct_chunk(coord, out=target)
+            except ValueError:  # it grew since the lookup
                 return False
-            if whole:
-                self.dataset.id.read_direct_chunk(coord, out=target)
-                return True
-            _, raw = self.dataset.id.read_direct_chunk(coord)
-            target[:] = np.frombuffer(raw, np.uint8, len(target), lo * self.row_bytes)
+            return bool((not self.filtered or mask & 1) and len(read) == self.chunk_bytes)
+        mask, stored = chunks.read_direct_chunk(coord)
+        if not self.filtered or mask & 1:
+            if len(stored) != self.chunk_bytes:
+                return False
+            target[:] = np.frombuffer(stored, np.uint8, len(target), lo * self.row_bytes)
             return True
-        _, frame = self.dataset.id.read_direct_chunk(coord)
         try:
-            schunk = blosc2.schunk_from_cframe(frame, copy=False)
+            schunk = blosc2.schunk_from_cframe(stored, copy=False)
             if schunk.nchunks != 1 or schunk.nbytes != self.chunk_bytes:
                 return False
             if whole:
