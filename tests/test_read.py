@@ -333,6 +333,40 @@ def test_a_chunk_rewritten_between_lookup_and_read_still_reads_right(tmp_path, m
             np.testing.assert_array_equal(column[start:stop], flags[start:stop])
 
 
+def test_threads_sharing_a_column_read_their_own_rows(tmp_path, monkeypatch):
+    """Four threads read parts of chunks of one column at once (as a data loader's threads
+    may): each gets exactly its rows."""
+    import threading
+
+    monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)
+    rng = np.random.default_rng(9)
+    values = np.cumsum(rng.integers(-2, 3, (3000, 256)), axis=0).astype(np.int16)
+    space = spaces.Dict({"x": spaces.Box(-(2**15), 2**15 - 1, (256,), np.int16)})
+    with Recorder("threads", out_dir=str(tmp_path), observation_space=space,
+                  chunk_bytes=64 << 10, image_keys_to_save=[]) as recorder:  # fmt: skip
+        for row in values:
+            recorder.record({"x": row})
+    wrong: list[tuple[int, int]] = []
+    with h5recorder.open(recorder.filename) as episode:
+        column = episode["observation/x"]
+        rows = column.chunk_rows
+
+        def read(seed: int) -> None:
+            picks = np.random.default_rng(seed)
+            for _ in range(150):
+                start = int(picks.integers(0, 3000 - rows))
+                stop = start + int(picks.integers(1, rows))  # inside one or two chunks
+                if not np.array_equal(column[start:stop], values[start:stop]):
+                    wrong.append((start, stop))
+
+        threads = [threading.Thread(target=read, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert wrong == []
+
+
 def test_the_recording_process_reads_its_own_frames_while_it_records(tmp_path):
     """``h5recorder.open`` on the file being recorded, in the recording process: every step
     before the open reads back exactly, through the direct chunk reads (frames of 1 MiB

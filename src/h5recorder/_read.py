@@ -341,7 +341,6 @@ class _DirectChunks:
         self.row_bytes = dataset.dtype.itemsize * math.prod(dataset.shape[1:])
         self.chunk_bytes = self.chunk_rows * self.row_bytes
         self.zeros = (0,) * (dataset.ndim - 1)
-        self.scratch: np.ndarray[Any, Any] | None = None
 
     @classmethod
     def of(cls, dataset: h5py.Dataset) -> _DirectChunks | None:
@@ -401,12 +400,11 @@ class _DirectChunks:
             if whole:
                 schunk.decompress_chunk(0, dst=target)
                 return True
-            if self.scratch is None:
-                self.scratch = np.empty(self.chunk_bytes, np.uint8)
-            schunk.decompress_chunk(0, dst=self.scratch)
+            whole_chunk = np.empty(self.chunk_bytes, np.uint8)  # per call: threads may share us
+            schunk.decompress_chunk(0, dst=whole_chunk)
         except (RuntimeError, ValueError):
             return False
-        target[:] = self.scratch[lo * self.row_bytes : hi * self.row_bytes]
+        target[:] = whole_chunk[lo * self.row_bytes : hi * self.row_bytes]
         return True
 
 
