@@ -513,6 +513,7 @@ recorder = Recorder("crash", out_dir=sys.argv[1], observation_space=space,
 for i in range(10**9):
     recorder.record({"x": np.arange(8) + i, "note": f"n{i}"})
     if i == 3000:
+        recorder.flush()  # a commit on disk before the kill, however slow this machine is
         print("ready", flush=True)
 """
 

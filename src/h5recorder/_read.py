@@ -348,8 +348,10 @@ class _DirectChunks:
         chunks = dataset.chunks
         if chunks is None or tuple(chunks[1:]) != tuple(dataset.shape[1:]):
             return None
-        if dataset.dtype.hasobject or dataset.dtype.itemsize == 0:
-            return None
+        if dataset.dtype.kind not in "biufc" or dataset.id.get_type().get_size() != (
+            dataset.dtype.itemsize
+        ):
+            return None  # bytes on disk laid out otherwise than in memory: HDF5 converts them
         if chunks[0] * dataset.dtype.itemsize * math.prod(chunks[1:]) < DIRECT_CHUNK_BYTES:
             return None
         plist = dataset.id.get_create_plist()
