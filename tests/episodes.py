@@ -95,6 +95,7 @@ for i in range(int(sys.argv[2])):
                                  "instruction": values["observation/instruction"][i]},
                     action=values["action"][i])
     time.sleep(0.001)
+recorder.flush()  # committed before the kill, however long the first commit took
 print("recorded", flush=True)
 time.sleep(60)
 """
