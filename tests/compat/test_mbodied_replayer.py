@@ -275,6 +275,21 @@ def _walk(path: Path) -> dict[str, tuple[str, Any, dict[str, Any]]]:
     return objects
 
 
+def assert_same_sample(mine: Any, theirs: Any, where: str) -> None:
+    """``mine`` equals the ``Replayer``'s ``theirs``: same keys, strings, and arrays of the
+    same shape, dtype and values."""
+    if isinstance(theirs, dict):
+        assert isinstance(mine, dict) and set(mine) == set(theirs), where
+        for key in theirs:
+            assert_same_sample(mine[key], theirs[key], f"{where}/{key}")
+    elif isinstance(theirs, str):
+        assert mine == theirs, where
+    else:
+        assert np.asarray(mine).shape == np.asarray(theirs).shape, where
+        assert np.asarray(mine).dtype == np.asarray(theirs).dtype, where
+        np.testing.assert_array_equal(mine, theirs, err_msg=where)
+
+
 # -- mbodied's Replayer reads every space type ---------------------------------------------
 
 
@@ -507,20 +522,9 @@ def test_same_values_as_mbodied_recorder(tmp_path: Path) -> None:
         assert replayer.size == reference_replayer.size == len(steps)
         assert len(samples) == len(expected)
 
-        def same(a: Any, b: Any, where: str) -> None:
-            if isinstance(b, dict):
-                assert isinstance(a, dict) and set(a) == set(b), where
-                for key in b:
-                    same(a[key], b[key], f"{where}/{key}")
-            elif isinstance(b, str):
-                assert a == b, where
-            else:
-                assert np.asarray(a).dtype == np.asarray(b).dtype, where
-                np.testing.assert_array_equal(a, b, err_msg=where)
-
         for index, (got, want) in enumerate(zip(samples, expected, strict=True)):
             for position, root in enumerate(replayer.file_keys):
-                same(got[position], want[position], f"step {index} {root}")
+                assert_same_sample(got[position], want[position], f"step {index} {root}")
     finally:
         reference_replayer.close()
         replayer.close()

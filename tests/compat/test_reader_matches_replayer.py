@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from mbodied.data.recording import Recorder as MbodiedRecorder
 from mbodied.data.replaying import Replayer
 
 import h5recorder
 from h5recorder import Recorder
+from tests.compat.test_mbodied_replayer import assert_same_sample
 from tests.data import make_golden_files as golden
-
-
-def _same(mine: object, theirs: object, where: str) -> None:
-    if isinstance(theirs, dict):
-        assert isinstance(mine, dict) and sorted(mine) == sorted(theirs), where
-        for key in theirs:
-            _same(mine[key], theirs[key], f"{where}/{key}")
-    elif isinstance(theirs, str):
-        assert mine == theirs, where
-    else:
-        assert np.asarray(mine).shape == np.asarray(theirs).shape, where
-        assert np.asarray(mine).dtype == np.asarray(theirs).dtype, where
-        np.testing.assert_array_equal(mine, theirs, err_msg=where)
 
 
 def _record(recorder_class: type, out: Path, name: str) -> Path:
@@ -49,7 +36,8 @@ def test_reader_steps_equal_replayer_samples_for_both_writers(tmp_path: Path) ->
             assert len(episode) == len(samples)
             for index, (observation, action) in enumerate(samples):
                 step = episode[index]
-                _same(step["observation"], observation, f"{name} observation[{index}]")
-                _same(step["action"], action, f"{name} action[{index}]")
+                assert_same_sample(step["observation"], observation, f"{name} observation[{index}]")
+                assert_same_sample(step["action"], action, f"{name} action[{index}]")
             for index, step in enumerate(episode):
-                _same(step["observation"], samples[index][0], f"{name} iterated[{index}]")
+                where = f"{name} iterated[{index}]"
+                assert_same_sample(step["observation"], samples[index][0], where)
