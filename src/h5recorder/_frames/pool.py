@@ -280,17 +280,10 @@ class FramePool:
         """Jobs not finished yet, frames from arrays included."""
         return len(self._jobs)
 
-    @property
-    def seconds_per_frame(self) -> float:
-        """What one worker has lately taken per frame (read, encode, write), in seconds.
-
-        A running mean over the last few dozen batches; before the first batch, a guess of
-        :data:`EXPECTED_SECONDS_PER_FRAME`.
-        """
-        return self._seconds_per_frame
-
     def drain_seconds(self, more: int = 0) -> float:
-        """About how long the workers need to finish what is pending, plus ``more`` frames."""
+        """About how long the workers need to finish what is pending, plus ``more`` frames:
+        a running mean of what one worker took per frame over the last few dozen batches
+        (before the first, a guess of :data:`EXPECTED_SECONDS_PER_FRAME`), per worker."""
         return (len(self._jobs) + more) * self._seconds_per_frame / max(1, len(self._pool))
 
     def wait(self, below: int | None = None, timeout: float | None = None) -> bool:
