@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -646,13 +646,15 @@ class Episode:
         stop: int | None = None,
         *,
         include_time: bool = True,
+        allocate: Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray[Any, Any]] | None = None,
     ) -> Iterator[dict[str, np.ndarray[Any, Any]]]:
         """Steps ``[start, stop)`` in batches: flat dicts of arrays, one entry per leaf.
 
         Each batch holds ``"step"`` (int64 step numbers), ``"monotonic_ns"`` and
         ``"wall_ns"`` when the file keeps each step's time, and one array per leaf name in
         ``keys`` (default: every leaf), first axis the steps. ``size=None`` picks whole
-        chunks, about 32 MiB a batch.
+        chunks, about 32 MiB a batch. ``allocate(shape, dtype)``, when given, makes the empty
+        array each leaf's rows are read into (text leaves excepted).
         """
         names = list(self.columns) if keys is None else list(keys)
         for name in names:
@@ -673,7 +675,11 @@ class Episode:
                 batch["monotonic_ns"] = time.monotonic_ns.read(first, last)
                 batch["wall_ns"] = time.wall_ns.read(first, last)
             for name in names:
-                batch[name] = self.columns[name].read(first, last)
+                column = self.columns[name]
+                out = None
+                if allocate is not None and not column.is_string:
+                    out = allocate((last - first, *column.row_shape), column.dtype)
+                batch[name] = column.read(first, last, out=out)
             yield batch
 
     # -- what the recorder left beside the data -----------------------------------------

@@ -79,22 +79,9 @@ def _read_ranges(ranges: list[_Range], columns: list[str], rows: int) -> Iterato
     """A read task's body: open each file by path, yield one Arrow table per batch."""
     for part in ranges:
         with open_episode(part.path) as episode:
-            time = episode.time
-            for first in range(part.start, part.stop, rows):
-                last = min(part.stop, first + rows)
-                table = {
-                    "episode": np.full(last - first, part.episode, np.int64),
-                    "step": np.arange(first, last, dtype=np.int64),
-                }
-                if time is not None:
-                    table["monotonic_ns"] = time.monotonic_ns.read(first, last)
-                    table["wall_ns"] = time.wall_ns.read(first, last)
-                for name in columns:
-                    column = episode.columns[name]
-                    out = None
-                    if not column.is_string:
-                        out = _pooled((last - first, *column.row_shape), column.dtype)
-                    table[name] = column.read(first, last, out=out)
+            for batch in episode.batches(rows, columns, part.start, part.stop, allocate=_pooled):
+                table = {"episode": np.full(len(batch["step"]), part.episode, np.int64)}
+                table.update(batch)
                 yield pa.table({name: _column(values) for name, values in table.items()})
 
 
