@@ -214,8 +214,11 @@ def _push(levels, fills, passes, run, merged, errors, c):  # type: ignore[no-unt
 def count_values(ring, start, count, offset, counts):  # type: ignore[no-untyped-def]
     """Add to ``counts[v - offset]`` for each of ``count`` values of ``ring`` from ``start``.
 
-    Returns -1, or a value outside the table (nothing after it is counted): the index is
-    checked, never trusted, since a wrong ``offset`` would otherwise write past ``counts``.
+    Returns -1 when every value was counted, or the position ``i`` (``0 <= i < count``) of
+    the first value outside the table, whose value is ``ring[(start + i) % capacity]``;
+    nothing from it on is counted. A position, not the value: any value, -1 included, may be
+    the bad one. The index is checked, never trusted, since a wrong ``offset`` would
+    otherwise write past ``counts``.
     """
     capacity = ring.shape[0]
     bins = counts.shape[0]
@@ -223,7 +226,7 @@ def count_values(ring, start, count, offset, counts):  # type: ignore[no-untyped
         v = ring[(start + i) % capacity]
         index = v - offset
         if index < 0 or index >= bins:
-            return v
+            return i
         counts[index] += 1
     return -1
 

@@ -181,7 +181,7 @@ def test_shifted_discrete_counts_each_value_in_its_own_bin(tmp_path):
 def test_kernels_that_index_by_value_refuse_values_outside_their_table():
     column = np.array([0, 1, 7, 2], np.int64)
     counts = np.zeros(4, np.int64)
-    assert native.count_values(column, 0, 4, 0, counts) == 7  # offset forgotten: caught
+    assert native.count_values(column, 0, 4, 0, counts) == 2  # offset forgotten: caught at 2
     assert counts.tolist() == [1, 1, 0, 0]  # nothing past the bad value was counted
     ring = np.array([[3, 300]], np.uint16)
     table = np.zeros((4, 256), np.int64)  # 8-bit table, 16-bit values
@@ -191,6 +191,25 @@ def test_kernels_that_index_by_value_refuse_values_outside_their_table():
     wide = np.zeros((4, 65536), np.int64)
     assert native.histogram_rows(ring, 0, 1, out, 0, 1, wide) is True
     assert wide.sum(axis=0)[[3, 300]].tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("bad", [-1, -5, -(2**40)])
+def test_count_values_reports_values_below_its_table_even_minus_one(bad):
+    # Discrete(4, start=-3) counts -3..0; a value below -3 must stop the count, and the
+    # result must tell "all counted" from "the bad value is -1" (it is a position).
+    column = np.array([-3, 0, bad - 3, -2, -1], np.int64)
+    counts = np.zeros(4, np.int64)
+    position = native.count_values(column, 0, 5, -3, counts)
+    assert position == 2
+    assert column[position] == bad - 3
+    assert counts.tolist() == [1, 0, 0, 1]
+    wrapped = np.array([-2, 5, -9], np.int64)  # starts at slot 2 and wraps to slots 0, 1
+    counts[:] = 0
+    assert native.count_values(wrapped, 2, 3, -3, counts) == 0
+    assert counts.sum() == 0
+    counts[:] = 0
+    assert native.count_values(np.array([-3, -2, -1, 0], np.int64), 0, 4, -3, counts) == -1
+    assert counts.tolist() == [1, 1, 1, 1]
 
 
 def test_signed_small_integers_keep_exact_statistics(tmp_path):

@@ -554,9 +554,7 @@ class Writer(threading.Thread):
                 rows = rows[take:]
                 if staging.rows == leaf.chunk_rows:
                     self._write_chunk(leaf, staging)
-                    staging.chunk += 1
-                    staging.rows = 0
-                    staging.dirty = False
+                    staging.next_chunk()
 
     def _submit_frames(self, start: int, count: int) -> None:
         assert self.frames is not None
@@ -653,16 +651,20 @@ class Writer(threading.Thread):
         """Per-value counts of a ``Discrete`` leaf."""
         if stats.counts is None:
             return
+        capacity = self.ring.capacity
         if compiled and leaf.dtype.itemsize == 8:
-            bad = native.count_values(column, slot, count, stats.offset, stats.counts)
+            bad = int(native.count_values(column, slot, count, stats.offset, stats.counts))
         else:
-            values = column[(slot + np.arange(count)) % self.ring.capacity]
+            values = column[(slot + np.arange(count)) % capacity]
             outside = (values < stats.offset) | (values >= stats.offset + len(stats.counts))
-            bad = values[outside][0] if outside.any() else -1
+            bad = int(np.argmax(outside)) if outside.any() else -1
             if bad == -1:
                 stats.counts += np.bincount(values - stats.offset, minlength=len(stats.counts))
         if bad != -1:
-            raise WriterError(f"{leaf.name}: {bad} is outside the values of its Discrete space")
+            value = column[(slot + bad) % capacity]
+            raise WriterError(
+                f"{leaf.name}: {value} is outside the values of its Discrete space"
+            )
 
     def _write_chunk(
         self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None

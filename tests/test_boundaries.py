@@ -1,0 +1,157 @@
+"""Recordings that cross every boundary the writer treats specially, read back exactly.
+
+Each leaf fills more than two chunks, commits land in the middle of chunks (so partly filled
+chunks are written raw and rewritten), one image compresses well (a smooth render) and one
+hardly at all (a photograph with sensor noise), and every compression setting is tried. Each
+step's time is checked against the clock read just before and just after its ``record()``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the blosc2 filter for plain h5py
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+import h5recorder
+from h5recorder import Recorder
+from h5recorder.workloads import photo_frames
+
+STEPS = 3000
+HEIGHT, WIDTH = 24, 32
+COMPRESSIONS = [None, "blosc2", "blosc2:zstd", "gzip", "lzf"]
+
+
+def _render(i: int) -> np.ndarray:
+    """A clean simulator render: a box moving over a flat floor. Compresses many times over."""
+    frame = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+    frame[:] = (90, 110, 70)
+    top, left = (i // 3) % (HEIGHT - 6), i % (WIDTH - 8)
+    frame[top : top + 6, left : left + 8] = (200, 40, (i // 50) % 256)
+    return frame
+
+
+def _values(steps: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(20)
+    photos = photo_frames(97, HEIGHT, WIDTH, seed=20)  # noisy: hardly compresses
+    return {
+        "observation/camera": photos[np.arange(steps) % len(photos)],
+        "observation/render": np.stack([_render(i) for i in range(steps)]),
+        "observation/joints": np.cumsum(rng.normal(0, 0.02, (steps, 7)), axis=0).astype(
+            np.float32
+        ),
+        "observation/mode": rng.integers(-2, 3, steps),
+        "observation/flags": rng.integers(0, 2, (steps, 3)).astype(np.int8),
+        "observation/note": np.array([f"step {i // 40}" for i in range(steps)], dtype=object),
+        "action": np.tanh(rng.normal(0, 0.6, (steps, 4))),
+    }
+
+
+OBSERVATION = spaces.Dict(
+    {
+        "camera": spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8),
+        "render": spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8),
+        "joints": spaces.Box(-np.inf, np.inf, (7,), np.float32),
+        "mode": spaces.Discrete(5, start=-2),
+        "flags": spaces.MultiBinary(3),
+        "note": spaces.Text(20),
+    }
+)
+ACTION = spaces.Box(-1.0, 1.0, (4,), np.float64)
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, np.ndarray]:
+    return _values(STEPS)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, compression):
+    before = np.empty(STEPS, np.int64)
+    after = np.empty(STEPS, np.int64)
+    wall_before = time.time_ns()
+    with Recorder(
+        "bounds",
+        out_dir=str(tmp_path),
+        observation_space=OBSERVATION,
+        action_space=ACTION,
+        image_keys_to_save=[],
+        compression=compression,
+        commit_interval=0.01,
+    ) as recorder:
+        for i in range(STEPS):
+            before[i] = time.perf_counter_ns()
+            recorder.record(
+                observation={
+                    "camera": values["observation/camera"][i],
+                    "render": values["observation/render"][i],
+                    "joints": values["observation/joints"][i],
+                    "mode": int(values["observation/mode"][i]),
+                    "flags": values["observation/flags"][i],
+                    "note": values["observation/note"][i],
+                },
+                action=values["action"][i],
+            )
+            after[i] = time.perf_counter_ns()
+            if i % 500 == 499:
+                time.sleep(0.02)  # let commits land inside chunks
+    wall_after = time.time_ns()
+
+    with h5py.File(recorder.filename, "r") as file:
+        assert int(file.attrs["size"]) == STEPS
+        for name in values:
+            assert file[name].chunks[0] * 2 < STEPS, f"{name}: fewer than three chunks"
+
+    with h5recorder.open(recorder.filename) as episode:
+        assert len(episode) == STEPS
+        for name, expected in values.items():
+            got = np.asarray(episode[name])
+            if expected.dtype == object:
+                assert got.tolist() == expected.tolist(), name
+            else:
+                np.testing.assert_array_equal(got, expected, err_msg=name)
+        assert episode.time is not None
+        stamps = np.asarray(episode.time.monotonic_ns)
+        wall = np.asarray(episode.time.wall_ns)
+        seconds = episode.time.seconds()
+    late = np.flatnonzero((stamps < before) | (stamps > after))
+    assert late.size == 0, f"{late.size} stamps outside their record() call, first at {late[:5]}"
+    assert np.all(np.diff(seconds) > 0)
+    slack = 200_000_000  # the wall clock is mapped to the monotonic one once per drain
+    assert wall.min() >= wall_before - slack and wall.max() <= wall_after + slack
+    offsets = wall - stamps
+    assert np.ptp(offsets) < slack, "the wall clock drifts from the monotonic one"
+
+
+def test_compressible_and_incompressible_chunks_are_both_stored(tmp_path, values):
+    """The fixture really crosses the raw/compressed boundary: the render compresses, the
+    photograph is stored raw (``RAW_ABOVE``)."""
+    steps = 1200
+    with Recorder(
+        "kinds",
+        out_dir=str(tmp_path),
+        observation_space=spaces.Dict(
+            {k: OBSERVATION[k] for k in ("camera", "render")}
+        ),
+        image_keys_to_save=[],
+    ) as recorder:
+        for i in range(steps):
+            recorder.record(
+                observation={
+                    "camera": values["observation/camera"][i],
+                    "render": values["observation/render"][i],
+                }
+            )
+    with h5py.File(recorder.filename, "r") as file:
+        ratios = {}
+        for name in ("camera", "render"):
+            dataset = file["observation"][name]
+            infos = [dataset.id.get_chunk_info(k) for k in range(dataset.id.get_num_chunks())]
+            full = infos[:-1]  # the last one is partly filled: raw by design
+            raw = dataset.chunks[0] * int(np.prod(dataset.chunks[1:]))
+            ratios[name] = sum(info.size for info in full) / (raw * len(full))
+    assert ratios["render"] < 0.5
+    assert ratios["camera"] > 0.9
