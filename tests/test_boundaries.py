@@ -18,20 +18,11 @@ from gymnasium import spaces
 
 import h5recorder
 from h5recorder import Recorder
-from h5recorder.workloads import photo_frames
+from h5recorder.workloads import photo_frames, render_frames
 
 STEPS = 3000
 HEIGHT, WIDTH = 24, 32
 COMPRESSIONS = [None, "blosc2", "blosc2:zstd", "gzip", "lzf"]
-
-
-def _render(i: int) -> np.ndarray:
-    """A clean simulator render: a box moving over a flat floor. Compresses many times over."""
-    frame = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-    frame[:] = (90, 110, 70)
-    top, left = (i // 3) % (HEIGHT - 6), i % (WIDTH - 8)
-    frame[top : top + 6, left : left + 8] = (200, 40, (i // 50) % 256)
-    return frame
 
 
 def _values(steps: int) -> dict[str, np.ndarray]:
@@ -39,7 +30,7 @@ def _values(steps: int) -> dict[str, np.ndarray]:
     photos = photo_frames(97, HEIGHT, WIDTH, seed=20)  # noisy: hardly compresses
     return {
         "observation/camera": photos[np.arange(steps) % len(photos)],
-        "observation/render": np.stack([_render(i) for i in range(steps)]),
+        "observation/render": render_frames(steps, HEIGHT, WIDTH, seed=20),
         "observation/joints": np.cumsum(rng.normal(0, 0.02, (steps, 7)), axis=0).astype(
             np.float32
         ),

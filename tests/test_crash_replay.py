@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from h5recorder._recover import recover
-from h5recorder.workloads import photo_frames
+from h5recorder.workloads import photo_frames, render_frames
 
 FRAMES = 16
 SEED = 11
@@ -83,10 +83,11 @@ import sys, time
 import numpy as np
 from gymnasium import spaces
 from h5recorder import Recorder
-from h5recorder.workloads import photo_frames
+from h5recorder.workloads import photo_frames, render_frames
 
-out_dir, steps, rate, interval, saved, durability = sys.argv[1:7]
-frames = photo_frames(16, 48, 64, seed=11)
+out_dir, steps, rate, interval, saved, durability, kind = sys.argv[1:8]
+make = render_frames if kind == "render" else photo_frames
+frames = make(16, 48, 64, seed=11)
 space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
                      "joints": spaces.Box(-np.inf, np.inf, (3,), np.float64),
                      "note": spaces.Text(20)})
@@ -104,9 +105,16 @@ recorder.close()
 
 
 def record_logged(
-    tmp_path: Path, steps: int, rate: float, interval: float, frames: bool, durability: str
+    tmp_path: Path,
+    steps: int,
+    rate: float,
+    interval: float,
+    frames: bool,
+    durability: str,
+    kind: str = "photo",
 ) -> Path:
-    """Record in a child process with every write logged; return the log."""
+    """Record in a child process with every write logged; return the log. ``kind`` is
+    ``"photo"`` (noisy camera frames, stored raw) or ``"render"`` (compressible frames)."""
     log = tmp_path / "writes.log"
     out = tmp_path / "recording"
     subprocess.run(
@@ -120,6 +128,7 @@ def record_logged(
             str(interval),
             "image" if frames else "",
             durability,
+            kind,
         ],
         env={**os.environ, "H5RECORDER_WRITE_LOG": str(log)},
         check=True,
@@ -307,6 +316,19 @@ def test_every_power_cut_of_a_short_durable_recording_recovers_to_the_last_commi
     counts = replay_power(log, tmp_path, replay_frames, keep=0.5)
     assert counts["final size"] == 300
     assert counts["fsyncs"] > 10, counts
+
+
+def test_every_crash_point_of_compressible_frames_opens_with_exact_rows(tmp_path):
+    # compressed chunks: a full chunk replaces its raw copy at a new place in the file, so
+    # the index on disk must keep pointing at the raw copy until the commit
+    frames = render_frames(FRAMES, 48, 64, seed=SEED)
+    log = record_logged(
+        tmp_path, 400, rate=1000, interval=0.03, frames=False, durability="process",
+        kind="render",
+    )
+    counts = replay_kill(log, tmp_path, frames)
+    assert counts["final size"] == 400
+    assert counts["crash points"] > 100, counts
 
 
 @pytest.mark.slow

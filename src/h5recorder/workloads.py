@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["WORKLOADS", "Workload", "photo_frames", "workload"]
+__all__ = ["WORKLOADS", "Workload", "photo_frames", "render_frames", "workload"]
 
 _PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "immunohistochemistry", "hubble_deep_field")
 _INSTRUCTIONS = (
@@ -80,6 +80,27 @@ def photo_frames(
     if channels == 4:
         alpha = np.clip(rng.normal(250, 3, (count, height, width, 1)), 0, 255).astype(np.uint8)
         return np.concatenate([frames, alpha], axis=3)
+    return frames
+
+
+def render_frames(count: int, height: int, width: int, seed: int = 0) -> np.ndarray[Any, Any]:
+    """``count`` frames of a clean simulator render (uint8 RGB): boxes sliding over a flat
+    floor, no noise. They compress many times over, as renders do and camera frames do not.
+    """
+    rng = np.random.default_rng(seed)
+    floor = rng.integers(40, 160, 3)
+    boxes = [
+        (rng.integers(0, 256, 3), max(2, height // 4), max(2, width // 5), rng.uniform(0.3, 2))
+        for _ in range(3)
+    ]
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for i in range(count):
+        frame = frames[i]
+        frame[:] = floor
+        for number, (color, box_h, box_w, speed) in enumerate(boxes):
+            top = int(i * speed / 3 + number * height / 3) % max(1, height - box_h)
+            left = int(i * speed + number * width / 3) % max(1, width - box_w)
+            frame[top : top + box_h, left : left + box_w] = color
     return frames
 
 
