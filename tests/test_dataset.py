@@ -9,12 +9,18 @@ import sys
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 import h5recorder
-from h5recorder import SchemaError
+from h5recorder import Recorder, SchemaError
 from h5recorder._stats import QUANTILES, quantile_key
 
-from .episodes import killed_episode, record_episode
+from .episodes import (
+    episode_values,
+    killed_episode,
+    observation_space,
+    record_episode,
+)
 from .test_stats import assert_within_rank_error
 
 LENGTHS = (120, 700, 1500, 60, 2600)
@@ -93,10 +99,6 @@ def test_a_different_schema_is_named(folder, tmp_path):
     odd = tmp_path / "odd"
     odd.mkdir()
     # a vector of another length: a different rig
-    from gymnasium import spaces
-
-    from h5recorder import Recorder
-
     for name in ("episode_02", "episode_03"):
         with Recorder(name, out_dir=str(odd), action_space=spaces.Box(-1, 1, (6,))) as rec:
             rec.record(action=np.zeros(6, np.float32))
@@ -138,3 +140,40 @@ def test_stats_command_prints_and_writes_json(folder, tmp_path):
     np.testing.assert_allclose(written["stats"]["observation/joints"]["mean"], joints.mean(axis=0),
                                rtol=1e-9)  # fmt: skip
     assert len(written["health"]) == len(LENGTHS) and all(e["ok"] for e in written["health"])
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        (spaces.Box(-1, 1, (4,), np.float32), "(4,) and dtype float32, not a Box of shape (4,)"),
+        (spaces.Box(-1, 1, (5,), np.float64), "(5,) and dtype float64, not a Box of shape (4,)"),
+    ],
+    ids=["dtype", "shape"],
+)
+def test_episodes_whose_leaf_differs_in_dtype_or_shape_are_refused(tmp_path, changed, expected):
+    # same keys everywhere: only the leaf's dtype or shape tells the rigs apart
+    record_episode(tmp_path, "episode_00", 40, seed=1)
+    values = np.tanh(np.random.default_rng(5).normal(0, 0.6, (40, changed.shape[0])))
+    with Recorder(
+        "episode_01",
+        out_dir=str(tmp_path),
+        observation_space=observation_space(),
+        action_space=changed,
+        image_keys_to_save=[],
+    ) as recorder:
+        steps = episode_values(40, seed=2)
+        for i in range(40):
+            recorder.record(
+                observation={
+                    "image": steps["observation/image"][i],
+                    "joints": steps["observation/joints"][i],
+                    "gripper": int(steps["observation/gripper"][i]),
+                    "instruction": steps["observation/instruction"][i],
+                },
+                action=values[i].astype(changed.dtype),
+            )
+    with pytest.raises(SchemaError) as error:
+        h5recorder.dataset(tmp_path)
+    message = str(error.value)
+    assert "episode_01.h5" in message and "'action'" in message, message
+    assert expected in message, message
