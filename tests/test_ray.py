@@ -122,6 +122,13 @@ def test_large_files_split_into_ranges_of_whole_chunks(folder):
     assert len(tasks) == 2
     assert sum(t.metadata.num_rows for t in tasks) == sum(LENGTHS)
     assert len(source.get_read_tasks(100)) == len(source.ranges)
+    # about two and a half chunks a task: the span rounds down to two whole chunks
+    wide = EpisodeDatasource(
+        sorted(where.glob("*.h5")), ["action"], task_bytes=int(2.5 * chunk * source.row_bytes)
+    )
+    assert [r.start for r in wide.ranges if r.path.endswith("run_1.h5")] == [0, 2 * chunk]
+    assert all(r.start % chunk == 0 for r in wide.ranges)
+    assert sum(r.stop - r.start for r in wide.ranges) == sum(LENGTHS)
 
 
 def test_without_ray_the_error_names_the_extra(folder):
