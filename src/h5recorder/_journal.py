@@ -28,7 +28,11 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from ._crew import Crew
 from .errors import WriterError
 
 __all__ = ["JOURNAL_BYTES", "JournaledFile", "is_locked", "roll_back"]
@@ -58,6 +62,34 @@ class JournaledFile(io.FileIO):
         self.held: list[tuple[int, bytes]] = []
         self.passing: dict[int, tuple[int, int]] = {}  # key -> raw chunk (offset, end)
         self.syncs = 0
+        # Whole chunks lent by the writer (:meth:`lend`) are written by the crew's threads,
+        # several at once; anything that reads the file or orders writes waits for them.
+        self.crew: Crew | None = None
+        self._lent: tuple[int, int, np.ndarray[Any, Any]] | None = None
+        self._deferred = 0
+
+    def lend(self, chunk: np.ndarray[Any, Any] | bytes | None) -> None:
+        """The next write of exactly ``chunk``'s bytes, from its memory (HDF5 passes the
+        buffer of a direct chunk write through), may be made by the crew after the call
+        returns. The writer keeps ``chunk`` unchanged until :meth:`settle` returns; ``None``
+        withdraws the offer."""
+        if chunk is None or self.crew is None:
+            self._lent = None
+            return
+        array = np.frombuffer(chunk, np.uint8) if isinstance(chunk, bytes) else chunk
+        flat = array.reshape(-1).view(np.uint8)
+        self._lent = (flat.ctypes.data, flat.nbytes, flat)
+
+    def settle(self) -> None:
+        """Wait for the lent chunks' writes; raise the first error one of them met."""
+        if self._deferred and self.crew is not None:
+            self._deferred = 0
+            self.crew.wait()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.settle()
+        super().close()
 
     def __repr__(self) -> str:  # h5py names the file after this
         return str(self.path)
@@ -66,20 +98,33 @@ class JournaledFile(io.FileIO):
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         offset = self.tell()
-        block = bytes(data)
+        # HDF5's buffer, valid during this call: written from where it lies; only writes
+        # held until the commit are copied
+        block = memoryview(data).cast("B")
         end = offset + len(block)
         split = min(end, self.durable_length)
         if offset < split and not self._passes(offset, split):
-            self.held.append((offset, block[: split - offset]))
+            self.held.append((offset, bytes(block[: split - offset])))
             if end > split:
                 self._put(split, block[split - offset :])
+        elif self._lent is not None and self._is_lent(block):
+            assert self.crew is not None
+            self._deferred += 1
+            self.crew.submit(self._put, offset, memoryview(self._lent[2]))
+            self._lent = None
         else:
             self._put(offset, block)
         self.length = max(self.length, end)
         self.seek(end)
         return len(block)
 
+    def _is_lent(self, block: memoryview) -> bool:
+        assert self._lent is not None
+        address, size, _ = self._lent
+        return len(block) == size and np.frombuffer(block, np.uint8).ctypes.data == address
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.settle()
         offset = self.tell()
         count = super().readinto(buffer) or 0
         view = memoryview(buffer).cast("B")
@@ -90,6 +135,7 @@ class JournaledFile(io.FileIO):
         return count
 
     def truncate(self, size: int | None = None) -> int:
+        self.settle()
         size = self.tell() if size is None else size
         self.length = size
         if size >= self.durable_length:
@@ -105,6 +151,7 @@ class JournaledFile(io.FileIO):
     def commit(self) -> None:
         """Apply the held writes: steps 2-5 of the module docstring with a journal; without
         one (``durability="process"``), the same order without fsync or journal."""
+        self.settle()  # every chunk's bytes are written before anything points at them
         held, self.held = self.held, []
         # the superblock first: its end of allocation then covers every new byte the
         # index nodes and headers written after it point to
@@ -147,8 +194,11 @@ class JournaledFile(io.FileIO):
 
     # -- the disk (the crash-replay tests log these three) --------------------------------
 
-    def _put(self, offset: int, data: bytes) -> None:
-        os.pwrite(self.fileno(), data, offset)
+    def _put(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fileno(), view, offset)
+            view, offset = view[written:], offset + written
 
     def _sync(self) -> None:
         os.fsync(self.fileno())

@@ -216,6 +216,7 @@ class LeafStats:
             bins = 1 << (8 * kind.itemsize)
             self.bin_values = np.arange(bins, dtype=self.unsigned).view(kind).astype(np.int64)
             self.histogram = np.zeros((native.kernels.TABLES * width, bins), np.int64)
+            self._no_rows = np.empty((0, 1), self.unsigned)
         elif not leaf.is_string and width <= MAX_SKETCH_COLUMNS:
             # numba has no float16: its values are sketched as float32, exactly
             self.sketch_dtype = np.dtype(np.float32) if kind == np.float16 else kind
@@ -227,6 +228,34 @@ class LeafStats:
         if leaf.kind == "discrete":
             self.counts = np.zeros(int(leaf.space.n), np.int64)  # type: ignore[attr-defined]
             self.offset = int(leaf.space.start)  # type: ignore[attr-defined]
+
+    @property
+    def has_lanes(self) -> bool:
+        """Whether whole chunks may be counted on other threads (:meth:`count_in_lane`)."""
+        return self.histogram is not None
+
+    def add_lanes(self, lanes: int) -> None:
+        """Give the histogram ``lanes`` more sets of tables, one per thread that may count
+        whole chunks at the same time as the others (:meth:`count_in_lane`). Call before
+        anything is counted; :meth:`_tables` adds every set up."""
+        if self.histogram is not None and lanes > 0:
+            rows, bins = self.histogram.shape
+            self.histogram = np.zeros(((1 + lanes) * rows, bins), np.int64)
+
+    def count_in_lane(
+        self, ring: np.ndarray[Any, Any], slot: int, count: int, lane: int
+    ) -> None:
+        """Count ``count`` ring rows (2-D view) into set ``lane`` (1 and up) of the histogram
+        tables, copying nothing. Threads given different lanes never share a table, and the
+        compiled kernel runs without the GIL: several chunks are counted at once."""
+        assert self.histogram is not None
+        rows = native.kernels.TABLES * self.width
+        tables = self.histogram[lane * rows : (lane + 1) * rows]
+        counted = native.histogram_rows(
+            ring.view(self.unsigned), slot, count, self._no_rows, 0, self.width, tables
+        )
+        if not counted:
+            raise WriterError(f"{self.leaf.name}: its statistics table is too small")
 
     def fold(
         self,

@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
+from ._crew import Crew, helpers_for_this_machine
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
 from ._recover import all_datasets
@@ -297,6 +298,8 @@ class _Staging:
         self.raw_left = 0  # chunks to store uncompressed before trying to compress again
         self.written = 0  # rows of this chunk handed to HDF5 (datasets without filters)
         self.copy = 0  # for filtered datasets: allocation number of this chunk's raw copy
+        self.compresses = True  # whether the last chunk the crew compressed got smaller
+        self.on_trial = False  # a chunk is being compressed to see whether they do again
 
     def next_chunk(self) -> None:
         self.chunk += 1
@@ -337,6 +340,20 @@ class _Deflate:
 
     def frame(self, buffer: np.ndarray[Any, Any]) -> bytes:
         return zlib.compress(np.ascontiguousarray(buffer).tobytes(), self._level)
+
+
+class _Frame:
+    """A chunk compressed by the crew: ``data`` once ``done`` is set (None if it failed)."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.done = threading.Event()
+
+    def make(self, compressor: _Blosc2Frames | _Deflate, rows: np.ndarray[Any, Any]) -> None:
+        try:
+            self.data = compressor.frame(rows)
+        finally:
+            self.done.set()
 
 
 class Writer(threading.Thread):
@@ -422,6 +439,20 @@ class Writer(threading.Thread):
             index: (1 << dataset.id.get_create_plist().get_nfilters()) - 1
             for index, dataset in self.datasets.items()
         }
+        # Whole chunks taken straight from the ring are counted, compressed and written by
+        # the crew's threads while this one goes on (the kernels, blosc2 and pwrite run
+        # without the GIL). Each crew thread counts into a lane of histogram tables of its
+        # own (``LeafStats.count_in_lane``); nothing the crew does outlives the drain that
+        # gave it (``_settle``), so ring slots go back only once it is done with them.
+        self._helpers = helpers_for_this_machine()
+        self._crew: Crew | None = None
+        self._lanes: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for lane in range(1, self._helpers + 1):
+            self._lanes.put(lane)
+        for leaf_stats in stats:
+            leaf_stats.add_lanes(self._helpers)
+        # whole chunks being compressed by the crew, written in this order by ``_settle``
+        self._compressing: list[tuple[Leaf, _Staging, int, np.ndarray[Any, Any], _Frame]] = []
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -457,6 +488,9 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         try:
+            self._crew = Crew(self._helpers)
+            if self.journal is not None:
+                self.journal.crew = self._crew
             threading.Thread(target=self._warm_up, name="h5recorder-compile", daemon=True).start()
             while True:
                 self.wake.wait(self.commit_interval / 4)
@@ -478,6 +512,10 @@ class Writer(threading.Thread):
         except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
             self.error = error
         finally:
+            if self._crew is not None:
+                self._crew.close()  # finishes what was handed over: nothing is half written
+                if self.journal is not None:
+                    self.journal.crew = None
             self.ring.released.set()
             while not self._requests.empty():
                 _, future = self._requests.get()
@@ -514,6 +552,7 @@ class Writer(threading.Thread):
             count = min(head - start, max(1, ring.capacity // 4))
             self._check_space(count)
             slot = start % ring.capacity
+            self._grow(self.leaves, self.staging, start + count)
             for leaf, staging, stats in zip(self.leaves, self.staging, self.stats, strict=True):
                 self._take(leaf, staging, stats, ring.columns[leaf.index], slot, count)
             counters = self.counters
@@ -530,6 +569,7 @@ class Writer(threading.Thread):
             counters.longest_gap_ns = max(counters.longest_gap_ns, int(longest))
             if self.time_leaves:
                 self._take_time(slot, count)
+            self._settle()
             self._stamp_before = int(ring.stamps[(slot + count - 1) % ring.capacity])
             counters.last_stamp = self._stamp_before
             self.done = start + count
@@ -537,9 +577,85 @@ class Writer(threading.Thread):
                 self._submit_frames(start, count)
             self.release()
 
+    def _grow(self, leaves: list[Leaf], stagings: list[_Staging], rows: int) -> None:
+        """Grow each dataset, once, over every whole chunk that ``rows`` rows complete: one
+        resize per leaf and drain rather than one per chunk (each is an HDF5 call)."""
+        for leaf, staging in zip(leaves, stagings, strict=True):
+            whole = rows // leaf.chunk_rows * leaf.chunk_rows
+            if staging.extent < whole:
+                self.datasets[leaf.index].resize(whole, axis=0)
+                staging.extent = whole
+
+    def _settle(self) -> None:
+        """Write the chunks the crew compressed, in the order they were taken, then wait
+        for everything handed to the crew: counts, compression, lent writes. Until this
+        returns, the ring slots of this drain must not be released."""
+        compressing, self._compressing = self._compressing, []
+        for leaf, staging, chunk, rows, frame in compressing:
+            frame.done.wait()
+            if frame.data is None:  # it failed: the crew's wait below raises why
+                break
+            self._write_whole(leaf, staging, chunk, rows, frame.data)
+        if self._crew is not None:
+            self._crew.wait()
+            if self.journal is not None:
+                self.journal.settle()
+
+    def _write_whole(
+        self,
+        leaf: Leaf,
+        staging: _Staging,
+        chunk: int,
+        rows: np.ndarray[Any, Any],
+        frame: bytes,
+    ) -> None:
+        """Write a whole chunk the crew compressed, or its rows as they are when they did
+        not compress (and the next chunks of that leaf, ``RAW_CHUNKS``)."""
+        dataset = self.datasets[leaf.index]
+        offset = (chunk * leaf.chunk_rows,) + (0,) * len(leaf.shape)
+        self.counters.bytes_raw += rows.nbytes
+        self._allocations += 1
+        data = rows.view(np.uint8) if leaf.dtype.kind == "b" else rows
+        staging.on_trial = False
+        if len(frame) < RAW_ABOVE * data.nbytes:
+            staging.compresses = True
+            self._lent_write(dataset, offset, frame, 0)
+            self.counters.bytes_written += len(frame)
+            return
+        staging.raw_left = RAW_CHUNKS
+        staging.compresses = staging.on_trial = False
+        self._lent_write(
+            dataset, offset, data.reshape(-1).view(np.uint8), self._skip_filters[leaf.index]
+        )
+        self.counters.bytes_written += data.nbytes
+
+    def _lent_write(
+        self, dataset: h5py.Dataset, offset: tuple[int, ...], data: Any, mask: int
+    ) -> None:
+        """A direct chunk write whose bytes the crew may write (``JournaledFile.lend``)."""
+        journal = self.journal
+        if journal is None:
+            dataset.id.write_direct_chunk(offset, data, mask)
+            return
+        journal.lend(data)
+        try:
+            dataset.id.write_direct_chunk(offset, data, mask)
+        finally:
+            journal.lend(None)
+
+    def _count_whole(
+        self, stats: LeafStats, ring2d: np.ndarray[Any, Any], slot: int, rows: int
+    ) -> None:
+        lane = self._lanes.get()
+        try:
+            stats.count_in_lane(ring2d, slot, rows, lane)
+        finally:
+            self._lanes.put(lane)
+
     def _take_time(self, slot: int, count: int) -> None:
         """Stage the monotonic stamps of ``count`` rows and their wall-clock times."""
         stamps = self.ring.stamps[(slot + np.arange(count)) % self.ring.capacity]
+        self._grow(self.time_leaves, self.time_staging, self.done + count)
         before = time.perf_counter_ns()
         wall = time.time_ns()
         offset = wall - (before + time.perf_counter_ns()) // 2
@@ -613,10 +729,33 @@ class Writer(threading.Thread):
                 and slot + rows_per_chunk <= capacity
             ):
                 # A whole chunk lies in the ring in one piece: statistics and write straight
-                # from there, without copying it into the staging buffer first.
-                stats.fold(ring2d, slot, rows_per_chunk, self._no_rows[ring2d.dtype], 0, compiled)
+                # from there, without copying it into the staging buffer first. Histograms
+                # are counted and blosc2/gzip chunks compressed by the crew meanwhile.
+                crew = self._crew
+                if compiled and stats.has_lanes and crew is not None:
+                    crew.submit(self._count_whole, stats, ring2d, slot, rows_per_chunk)
+                else:
+                    no_rows = self._no_rows[ring2d.dtype]
+                    stats.fold(ring2d, slot, rows_per_chunk, no_rows, 0, compiled)
                 self._count_values(leaf, stats, column, slot, rows_per_chunk, compiled)
-                self._write_chunk(leaf, staging, column[slot : slot + rows_per_chunk])
+                rows = column[slot : slot + rows_per_chunk]
+                compressor = self.compressor
+                trying = compressor is not None and not staging.raw_left
+                if trying and crew is not None and not staging.on_trial:
+                    # leaves that stopped compressing send one chunk at a time to find out
+                    # whether they do again; the others are stored raw meanwhile
+                    staging.on_trial = not staging.compresses
+                    frame = _Frame()
+                    data = rows.view(np.uint8) if leaf.dtype.kind == "b" else rows
+                    crew.submit(frame.make, self.compressor, data)
+                    self._compressing.append((leaf, staging, staging.chunk, rows, frame))
+                    if staging.extent < (staging.chunk + 1) * rows_per_chunk:
+                        self.datasets[leaf.index].resize(
+                            (staging.chunk + 1) * rows_per_chunk, axis=0
+                        )
+                        staging.extent = (staging.chunk + 1) * rows_per_chunk
+                else:
+                    self._write_chunk(leaf, staging, rows, raw=trying)
                 staging.next_chunk()
                 slot = (slot + rows_per_chunk) % capacity
                 count -= rows_per_chunk
@@ -667,9 +806,14 @@ class Writer(threading.Thread):
             )
 
     def _write_chunk(
-        self, leaf: Leaf, staging: _Staging, rows_from_ring: np.ndarray[Any, Any] | None = None
+        self,
+        leaf: Leaf,
+        staging: _Staging,
+        rows_from_ring: np.ndarray[Any, Any] | None = None,
+        raw: bool = False,
     ) -> None:
-        """Write the chunk ``staging`` is filling, whole or (at a commit) partly filled.
+        """Write the chunk ``staging`` is filling, whole or (at a commit) partly filled;
+        ``raw``: stored as it is, not compressed.
 
         Never over bytes that the index on disk points at (see the module docstring): rows
         already written are written again only as the same bytes, in the same place.
@@ -685,6 +829,20 @@ class Writer(threading.Thread):
         buffer = staging.buffer if rows_from_ring is None else rows_from_ring
         self.counters.bytes_raw += (rows - staging.written) * leaf.row_bytes
         mask = self._skip_filters[leaf.index]
+        if not mask and full and not staging.written and not leaf.is_string:
+            # no filter, a whole chunk never written: one direct write, without HDF5's
+            # selection and type machinery
+            data = buffer.view(np.uint8) if leaf.dtype.kind == "b" else buffer
+            offset = (first,) + (0,) * len(leaf.shape)
+            flat = data.reshape(-1).view(np.uint8)
+            if rows_from_ring is None:  # the staging buffer: refilled at once, written now
+                dataset.id.write_direct_chunk(offset, flat, 0)
+            else:
+                self._lent_write(dataset, offset, flat, 0)
+            self._allocations += 1
+            self.counters.bytes_written += rows * leaf.row_bytes
+            staging.written = rows
+            return
         if not mask:
             # no filter: HDF5 keeps the chunk in place; only the rows not yet written go
             # (variable-length strings written again would get new heap entries)
@@ -698,7 +856,7 @@ class Writer(threading.Thread):
         offset = (first,) + (0,) * len(leaf.shape)
         # A chunk with a raw copy in the file stays raw when that copy is the file's last
         # allocation: HDF5 would free it, shrink the file and put the new chunk on its bytes.
-        stays_raw = not full or (staging.copy != 0 and staging.copy == self._allocations)
+        stays_raw = raw or not full or (staging.copy != 0 and staging.copy == self._allocations)
         if not stays_raw and not staging.raw_left:
             if self.compressor is not None:
                 frame = self.compressor.frame(data)
@@ -719,9 +877,12 @@ class Writer(threading.Thread):
         # Stored as it is, with every filter marked as skipped: partly filled chunks (so the
         # next commit rewrites them in place), and noisy camera frames that hardly compress
         # (compression is tried again now and then).
-        if full and staging.raw_left:
+        if full and staging.raw_left and not raw:
             staging.raw_left -= 1
-        dataset.id.write_direct_chunk(offset, data.reshape(-1).view(np.uint8), mask)
+        if rows_from_ring is None:  # the staging buffer: refilled at once, written now
+            dataset.id.write_direct_chunk(offset, data.reshape(-1).view(np.uint8), mask)
+        else:
+            self._lent_write(dataset, offset, data.reshape(-1).view(np.uint8), mask)
         if not staging.copy:
             self._allocations += 1
             staging.copy = self._allocations
