@@ -270,6 +270,9 @@ def warm_up(dtypes: list[np.dtype]) -> None:  # type: ignore[type-arg]
             unsigned = np.dtype(f"u{dtype.itemsize}")
             table = np.zeros((TABLES, 1 << (8 * dtype.itemsize)), np.int64)
             histogram_rows(ring.view(unsigned), 1, 2, np.zeros((2, 1), unsigned), 0, 1, table)
+            if dtype.itemsize == 1:  # whole chunks are counted into 32-bit tables
+                table = np.zeros((TABLES, 256), np.uint32)
+                histogram_rows(ring.view(unsigned), 1, 2, np.zeros((2, 1), unsigned), 0, 1, table)
         else:
             fold_rows(ring, 1, 2, np.zeros((2, 1), dtype), 0, 1, *stats)
             sketch_rows(

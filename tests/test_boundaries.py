@@ -89,7 +89,14 @@ def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, co
             after[i] = time.perf_counter_ns()
             if i % 500 == 499:
                 time.sleep(0.02)  # let commits land inside chunks
+        stats = recorder.save_stats()
     wall_after = time.time_ns()
+    for name in ("observation/camera", "observation/render"):  # counted by several threads
+        pixels = values[name].reshape(-1, 3).astype(np.float64)
+        assert stats[name]["count"] == STEPS
+        np.testing.assert_allclose(stats[name]["mean"], pixels.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(stats[name]["std"], pixels.std(axis=0), rtol=1e-9)
+        np.testing.assert_array_equal(stats[name]["max"], pixels.max(axis=0))
 
     with h5py.File(recorder.filename, "r") as file:
         assert int(file.attrs["size"]) == STEPS

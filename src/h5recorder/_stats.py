@@ -208,6 +208,7 @@ class LeafStats:
         self.counts: np.ndarray[Any, Any] | None = None
         self.histogram: np.ndarray[Any, Any] | None = None
         self.levels: np.ndarray[Any, Any] | None = None
+        self._scratch: np.ndarray[Any, Any] | None = None
         kind = np.dtype(np.uint8) if leaf.dtype.kind == "b" else leaf.dtype
         small = not leaf.is_string and kind.kind in "iu" and kind.itemsize <= 2
         if small and width << (8 * kind.itemsize) <= HISTOGRAM_CELLS:
@@ -241,6 +242,10 @@ class LeafStats:
         if self.histogram is not None and lanes > 0:
             rows, bins = self.histogram.shape
             self.histogram = np.zeros(((1 + lanes) * rows, bins), np.int64)
+            if bins == 256:
+                # 8-bit values are counted into 32-bit tables first, then added up: the
+                # kernel runs about twice as fast on tables half the size
+                self._scratch = np.zeros(((1 + lanes) * rows, bins), np.uint32)
 
     def count_in_lane(
         self, ring: np.ndarray[Any, Any], slot: int, count: int, lane: int
@@ -251,11 +256,24 @@ class LeafStats:
         assert self.histogram is not None
         rows = native.kernels.TABLES * self.width
         tables = self.histogram[lane * rows : (lane + 1) * rows]
+        scratch = None
+        if self._scratch is not None:
+            scratch = self._scratch[lane * rows : (lane + 1) * rows]
+        if scratch is not None:  # a chunk holds far fewer than 2**32 values
+            scratch[:] = 0
         counted = native.histogram_rows(
-            ring.view(self.unsigned), slot, count, self._no_rows, 0, self.width, tables
+            ring.view(self.unsigned),
+            slot,
+            count,
+            self._no_rows,
+            0,
+            self.width,
+            tables if scratch is None else scratch,
         )
         if not counted:
             raise WriterError(f"{self.leaf.name}: its statistics table is too small")
+        if scratch is not None:
+            tables += scratch
 
     def fold(
         self,
