@@ -349,6 +349,48 @@ def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
     recorder.close()
 
 
+def _writer_fails_with(monkeypatch, error: Exception) -> None:
+    """The writer thread raises ``error`` the first time it drains the ring."""
+    from h5recorder import _writer
+
+    def drain(self):
+        raise error
+
+    monkeypatch.setattr(_writer.Writer, "drain", drain)
+
+
+def test_a_frame_error_of_the_writer_reaches_the_caller_as_itself(tmp_path, frames, monkeypatch):
+    """An error class whose constructor takes other arguments than a message (FrameError:
+    path, step, reason) keeps its class and fields, in record() and in close()."""
+    from h5recorder._frames import FrameError
+
+    original = FrameError("frames/000003.png", 3, "encoder gone")
+    _writer_fails_with(monkeypatch, original)
+    recorder = Recorder("frame", out_dir=str(tmp_path), observation_space=SPACE)
+    deadline = time.monotonic() + 10
+    with pytest.raises(FrameError) as caught:
+        while time.monotonic() < deadline:
+            recorder.record(good_step(frames, 0))
+            time.sleep(0.01)
+    raised = caught.value
+    assert (raised.path, raised.step, raised.reason) == ("frames/000003.png", 3, "encoder gone")
+    assert str(raised) == str(original) and raised.__cause__ is original
+    with pytest.raises(FrameError) as at_close:
+        recorder.close()
+    assert at_close.value.path == "frames/000003.png" and at_close.value.__cause__ is original
+
+
+def test_reset_keeps_the_class_of_the_writers_error(tmp_path, frames):
+    recorder = Recorder(
+        "full", out_dir=str(tmp_path), observation_space=SPACE, min_free_bytes=1 << 60
+    )
+    recorder.record(good_step(frames, 0))
+    with pytest.raises(DiskFullError, match=r"MiB free in .*needs") as caught:
+        recorder.reset()
+    assert isinstance(caught.value.__cause__, DiskFullError)
+    recorder.close()
+
+
 def test_drop_policy_counts_what_it_drops(tmp_path, frames):
     recorder = Recorder(
         "drop", out_dir=str(tmp_path), observation_space=SPACE, on_full="drop", buffer_bytes=1 << 16

@@ -49,8 +49,16 @@ from ._schema import (
 )
 from ._stats import LeafStats
 from ._version import __version__
-from ._writer import Counters, Status, Writer, make_room, new_file, place_file
-from .errors import ClosedError, RecorderError, SchemaError, WriterError
+from ._writer import (
+    Counters,
+    Status,
+    Writer,
+    caller_error,
+    make_room,
+    new_file,
+    place_file,
+)
+from .errors import ClosedError, RecorderError, SchemaError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
 
@@ -519,9 +527,7 @@ class Recorder:
                     frames.check()
         finally:
             if error is not None:
-                if isinstance(error, WriterError):
-                    raise type(error)(str(error)) from error
-                raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+                raise caller_error(error, f"writing {self.filename} failed") from error
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
@@ -544,7 +550,7 @@ class Recorder:
         if error is not None:
             self._closed = True
             _open_recorders.discard(self)
-            raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+            raise caller_error(error, f"writing {self.filename} failed") from error
         if self._frames is not None:
             self._frames.check()
         self._move_aside()

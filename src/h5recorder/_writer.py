@@ -32,6 +32,7 @@ flushed first), and chunks past ``size``; ``recover`` mends both (``_recover``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -61,6 +62,23 @@ from ._stats import LeafStats
 from .errors import DiskFullError, WriterError
 
 __all__ = ["Counters", "Status", "Writer", "new_file", "open_file", "place_file"]
+
+def caller_error(error: BaseException, failed: str) -> WriterError:
+    """The error to raise in the caller's thread for ``error``, raised on the writer's.
+
+    A :class:`WriterError` (``DiskFullError``, ``FrameError``, ...) keeps its class, message
+    and fields: a copy made as pickle makes one (``__reduce__``; a class whose ``__init__``
+    takes other arguments than its ``args`` defines it, as ``FrameError`` does), so that each
+    raise gets its own traceback. Anything else, or a copy that fails, becomes a
+    ``WriterError`` saying ``failed``. Raise it ``from error``.
+    """
+    if isinstance(error, WriterError):
+        try:
+            return copy.copy(error)
+        except Exception:  # noqa: BLE001 - a class that cannot be copied is wrapped instead
+            pass
+    return WriterError(f"{failed}: {error!r}")
+
 
 RAW_ABOVE = 0.97  # a chunk compressed to more than this share of its size is stored raw
 RAW_CHUNKS = 16  # ... and so are the next chunks of that leaf, until one is tried again
@@ -479,10 +497,7 @@ class Writer(threading.Thread):
 
     def raise_error(self) -> None:
         if self.error is not None:
-            error = self.error
-            if isinstance(error, WriterError):
-                raise type(error)(str(error)) from error
-            raise WriterError(f"the writer failed: {error!r}") from error
+            raise caller_error(self.error, "the writer failed") from self.error
 
     # -- this thread ----------------------------------------------------------------------
 
