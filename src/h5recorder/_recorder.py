@@ -305,6 +305,7 @@ class Recorder:
             except BaseException:
                 self._closed = True
                 _open_recorders.discard(self)
+                _live.unregister(self.filename)
                 self._close_file()
                 raise
             # Loading the compiled kernels takes about 0.3 s from numba's cache (seconds the
