@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from . import _live, _plugin_path
+from . import _live
 from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
@@ -290,7 +290,6 @@ class Recorder:
         self.missing_frames: list[str] = []
         sweep_stale_segments()
         _close_on_sigterm()
-        _plugin_path.install()  # readers that never import hdf5plugin decode blosc2 too
         self._open()
         self.configure_root_spaces(
             observation=observation_space,
