@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ._format import STATUS_ATTRIBUTE
 from ._schema import ROOTS
 from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
 from .errors import SchemaError
@@ -211,8 +212,8 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> 
 ]:
     size = int(file.attrs.get("size", 0))
     status: dict[str, Any] = {}
-    if "recorder_status" in file.attrs:
-        status = json.loads(file.attrs["recorder_status"])
+    if STATUS_ATTRIBUTE in file.attrs:
+        status = json.loads(file.attrs[STATUS_ATTRIBUTE])
     stats: dict[str, dict[str, Any]] = {}
     closed = bool(datasets)
     longest = 0

@@ -30,12 +30,19 @@ import numpy as np
 from gymnasium import spaces
 
 from . import _live
+from ._format import (
+    CLOSED_ATTRIBUTE,
+    FRAMES_ATTRIBUTE,
+    OPTIONS_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    TIME_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+)
 from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
     ROOTS,
-    TIME_ATTRIBUTE,
     Leaf,
     Plan,
     create_layout,
@@ -320,13 +327,13 @@ class Recorder:
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self._file = new_file(self.filename, self._user_block())  # in memory until _place()
         self._file.attrs["size"] = 0
-        self._file.attrs["recorder_version"] = __version__
-        self._file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
-        self._file.attrs["recorder_status"] = json.dumps(self._counters.status(None).to_dict())
-        self._file.attrs["recorder_frames"] = json.dumps(
+        self._file.attrs[VERSION_ATTRIBUTE] = __version__
+        self._file.attrs[OPTIONS_ATTRIBUTE] = json.dumps(self.options.to_dict())
+        self._file.attrs[STATUS_ATTRIBUTE] = json.dumps(self._counters.status(None).to_dict())
+        self._file.attrs[FRAMES_ATTRIBUTE] = json.dumps(
             {"keys": [], "folders": [], "deferred": 0, "missing": []}
         )
-        self._file.attrs["recorder_closed"] = False
+        self._file.attrs[CLOSED_ATTRIBUTE] = False
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
             self._file, leaves, self.options.compression, self.options.compression_level
@@ -493,7 +500,7 @@ class Recorder:
         if writer.error is not None:
             return
         self._file.attrs.modify(
-            "recorder_frames",
+            FRAMES_ATTRIBUTE,
             json.dumps(
                 {
                 "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
@@ -531,7 +538,7 @@ class Recorder:
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
-        self._file.attrs.modify("recorder_closed", True)  # in place: see _writer
+        self._file.attrs.modify(CLOSED_ATTRIBUTE, True)  # in place: see _writer
         self._file.flush()
 
     def reset(self) -> None:

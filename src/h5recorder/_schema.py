@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from ._format import SPACE_ATTRIBUTE, TIME_ATTRIBUTE
 from .errors import SchemaError, StepError, StepTypeError
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
 ]
 
 MISSING: Any = object()
-SPACE_ATTRIBUTE = "recorder_space"
-TIME_ATTRIBUTE = "recorder_time"
 TIME_COLUMNS = ("monotonic_ns", "wall_ns")
 TIME_SELF_LINK = "_self"
 TIME_CLOCK = (
@@ -681,7 +680,7 @@ def create_time_layout(
     mbodied's ``Replayer`` yields one value per root key, and readers compare the groups
     and datasets with mbodied's layout: a visible time group would change both. The group
     links to itself (which keeps it alive), and the root attribute ``recorder_time`` holds
-    an object reference to it: ``file[file.attrs["recorder_time"]]["monotonic_ns"]``.
+    an object reference to it: ``file[file.attrs[TIME_ATTRIBUTE]]["monotonic_ns"]``.
     Tools that copy a file by walking its links (h5repack, h5copy) leave it behind.
     """
     group = file.create_group(TIME_ATTRIBUTE)

@@ -53,6 +53,7 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._crew import Crew, helpers_for_this_machine
+from ._format import STATUS_ATTRIBUTE
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
 from ._recover import all_datasets
@@ -991,7 +992,7 @@ class Writer(threading.Thread):
         # spinning in a busy-wait loop hands it over only every switch interval (5 ms)
         # written in place (``modify``): a header that grew would get a continuation block,
         # written after the header that points to it
-        attrs.modify("recorder_status", json.dumps(self.counters.status(self.ring).to_dict()))
+        attrs.modify(STATUS_ATTRIBUTE, json.dumps(self.counters.status(self.ring).to_dict()))
         attrs.modify("size", self.counters.rows_committed)
 
     def store_stats(self) -> dict[str, dict[str, Any]]:
