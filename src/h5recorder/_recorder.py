@@ -37,6 +37,7 @@ from ._format import (
     STATUS_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
+    frames_payload,
 )
 from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
@@ -330,9 +331,7 @@ class Recorder:
         self._file.attrs[VERSION_ATTRIBUTE] = __version__
         self._file.attrs[OPTIONS_ATTRIBUTE] = json.dumps(self.options.to_dict())
         self._file.attrs[STATUS_ATTRIBUTE] = json.dumps(self._counters.status(None).to_dict())
-        self._file.attrs[FRAMES_ATTRIBUTE] = json.dumps(
-            {"keys": [], "folders": [], "deferred": 0, "missing": []}
-        )
+        self._file.attrs[FRAMES_ATTRIBUTE] = json.dumps(frames_payload([], [], 0, []))
         self._file.attrs[CLOSED_ATTRIBUTE] = False
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
@@ -502,12 +501,12 @@ class Recorder:
         self._file.attrs.modify(
             FRAMES_ATTRIBUTE,
             json.dumps(
-                {
-                "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
-                "folders": [str(folder) for _, _, folder in writer.frame_targets],
-                "deferred": len(writer.deferred),
-                "missing": self.missing_frames,
-                }
+                frames_payload(
+                    [leaf.name for leaf, _, _ in writer.frame_targets],
+                    [str(folder) for _, _, folder in writer.frame_targets],
+                    len(writer.deferred),
+                    self.missing_frames,
+                )
             ),
         )
 
