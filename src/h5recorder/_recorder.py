@@ -50,7 +50,7 @@ from ._schema import (
     create_time_layout,
     dataset_options,
     infer_space,
-    jsonable,
+    stored_json,
     time_leaves,
     to_mapping,
     unwrap,
@@ -837,7 +837,7 @@ class Recorder:
                 group.resize(index + 1, axis=0)
             value = unwrap(sample)
             if group.attrs.get("tuple_length") is not None:
-                value = json.dumps({"item": [jsonable(item) for item in value]})
+                value = json.dumps({"item": [stored_json(item) for item in value]})
             group[index] = value
             return
         mapping = to_mapping(sample)

@@ -239,7 +239,7 @@ class Leaf:
             raise StepTypeError(self.name, f"a tuple of {length} values", _describe(value))
         try:
             # mbodied's Replayer reads a JSON object: {"item": [...]} unpacks to one entry each
-            return json.dumps({"item": [jsonable(item) for item in value]})
+            return json.dumps({"item": [stored_json(item) for item in value]})
         except TypeError as error:
             raise StepTypeError(self.name, "values JSON can hold", _describe(value)) from error
 
@@ -267,14 +267,17 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def jsonable(value: Any) -> Any:
+def stored_json(value: Any) -> Any:
+    """A Tuple's item in JSON's types, as the file stores it: exact, so NaN and infinities
+    stay floats (json writes NaN and Infinity and reads them back); reports use
+    :func:`h5recorder._format.jsonable` instead."""
     value = unwrap(value)
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in value.items()}
+        return {str(key): stored_json(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
-        return [jsonable(item) for item in value]
+        return [stored_json(item) for item in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
