@@ -88,11 +88,12 @@ def jsonable(value: Any) -> Any:
 @dataclass(frozen=True)
 class Compression:
     """The ``compression`` option, parsed: ``filter`` is ``"blosc2"``, ``"gzip"``, ``"lzf"``
-    or None (stored raw); ``codec`` blosc2's inner codec; ``level`` the codec level."""
+    or None (stored raw); ``codec`` is blosc2's inner codec, ``level`` the level of blosc2 and
+    gzip (the other filters have none)."""
 
     filter: str | None
-    codec: str | None = None
-    level: int | None = None
+    codec: str = "lz4"
+    level: int = 1
 
 
 def parse_compression(compression: str | None, level: int | None) -> Compression:
@@ -106,7 +107,7 @@ def parse_compression(compression: str | None, level: int | None) -> Compression
         codec = compression.partition(":")[2] or "lz4"
         return Compression("blosc2", codec, 1 if level is None else level)
     if compression == "gzip":
-        return Compression("gzip", None, 1 if level is None else level)
+        return Compression("gzip", level=1 if level is None else level)
     if compression == "lzf":
         return Compression("lzf")
     raise SchemaError(

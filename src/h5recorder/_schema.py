@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from ._format import SPACE_ATTRIBUTE, TIME_ATTRIBUTE
+from ._format import SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
 from .errors import SchemaError, StepError, StepTypeError
 
 __all__ = [
@@ -701,25 +701,20 @@ def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> d
     """h5py ``create_dataset`` keywords for the filter a leaf is written with."""
     if leaf.is_string or compression is None:
         return {}
-    if compression.startswith("blosc2"):
+    parsed = parse_compression(compression, level)
+    if parsed.filter == "blosc2":
         import hdf5plugin
 
-        codec = compression.partition(":")[2] or "lz4"
         return dict(
             hdf5plugin.Blosc2(
-                cname=codec,  # type: ignore[arg-type]  # checked by hdf5plugin
-                clevel=1 if level is None else level,
+                cname=parsed.codec,  # type: ignore[arg-type]  # checked by hdf5plugin
+                clevel=parsed.level,
                 filters=hdf5plugin.Blosc2.SHUFFLE,
             )
         )
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 1 if level is None else level}
-    if compression == "lzf":
-        return {"compression": "lzf"}
-    raise SchemaError(
-        f"compression: expected 'blosc2', 'blosc2:lz4', 'blosc2:zstd', 'gzip', 'lzf' or None, "
-        f"got {compression!r}"
-    )
+    if parsed.filter == "gzip":
+        return {"compression": "gzip", "compression_opts": parsed.level}
+    return {"compression": "lzf"}
 
 
 def create_leaf_dataset(

@@ -53,7 +53,7 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._crew import Crew, helpers_for_this_machine
-from ._format import STATUS_ATTRIBUTE
+from ._format import STATUS_ATTRIBUTE, parse_compression
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
 from ._recover import all_datasets
@@ -433,13 +433,11 @@ class Writer(threading.Thread):
         self.encode_deferred = encode_deferred  # deferred frames are written at close()
         self._frames_before = frames.counters.written if frames is not None else 0
         self.compressor: _Blosc2Frames | _Deflate | None = None
-        if compression is not None and compression.startswith("blosc2"):
-            codec = compression.partition(":")[2] or "lz4"
-            self.compressor = _Blosc2Frames(
-                codec, 1 if compression_level is None else compression_level, compression_threads
-            )
-        elif compression == "gzip":
-            self.compressor = _Deflate(1 if compression_level is None else compression_level)
+        parsed = parse_compression(compression, compression_level)
+        if parsed.filter == "blosc2":
+            self.compressor = _Blosc2Frames(parsed.codec, parsed.level, compression_threads)
+        elif parsed.filter == "gzip":
+            self.compressor = _Deflate(parsed.level)
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
