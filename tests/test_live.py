@@ -69,6 +69,51 @@ def test_h5py_and_recorder_file_see_every_step_record_returned_for(tmp_path, fra
         assert _check_rows(file, frames, 41) == 41
 
 
+_WRAP_SCRIPT = textwrap.dedent("""
+    import sys
+    import h5py
+    original = h5py.File.__init__
+    import h5recorder
+    from gymnasium import spaces
+    import numpy as np
+    seen = {"imported": h5py.File.__init__ is original}
+    space = spaces.Dict({"x": spaces.Box(-1, 1, (3,), np.float32)})
+    first = h5recorder.Recorder("a", out_dir=sys.argv[1], observation_space=space)
+    seen["one open"] = h5py.File.__init__ is original
+    second = h5recorder.Recorder("b", out_dir=sys.argv[1], observation_space=space)
+    first.record({"x": np.zeros(3, np.float32)})
+    first.close()
+    seen["one of two closed"] = h5py.File.__init__ is original
+    second.reset()
+    seen["after reset"] = h5py.File.__init__ is original
+    second.close()
+    seen["both closed"] = h5py.File.__init__ is original
+    with h5recorder.Recorder("c", out_dir=sys.argv[1], observation_space=space):
+        seen["third open"] = h5py.File.__init__ is original
+    seen["third closed"] = h5py.File.__init__ is original
+    print(seen)
+""")
+
+
+def test_h5py_file_is_wrapped_only_while_a_recorder_is_open(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _WRAP_SCRIPT, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(
+        {
+            "imported": True,
+            "one open": False,
+            "one of two closed": False,
+            "after reset": False,
+            "both closed": True,
+            "third open": False,
+            "third closed": True,
+        }
+    )
+
+
 def test_reads_interleaved_with_recording_at_full_rate(tmp_path, frames):
     """A reader thread opens the file in a loop while the main thread records flat out:
     every open sees at least the steps recorded before it, rows exact, nothing hangs."""

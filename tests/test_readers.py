@@ -11,10 +11,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder
-from h5recorder._plugin_path import PTH_NAME
+from h5recorder._plugin_path import PTH_NAME, pth_line
 
 SPACE = spaces.Dict(
     {
@@ -110,13 +111,64 @@ _WRITE_SCRIPT = textwrap.dedent("""
 def test_the_environment_hook_leaves_writers_through_hdf5plugin_working(tmp_path: Path) -> None:
     """Another program of the environment that writes blosc2 through hdf5plugin still works
     (an HDF5_PLUGIN_PATH set for every process broke exactly this)."""
-    with Recorder("hook", out_dir=str(tmp_path), observation_space=SPACE):
-        pass
     import hdf5plugin
 
-    assert (Path(hdf5plugin.__file__).resolve().parent.parent / PTH_NAME).is_file()
+    # installed by pip with the package (see setup.py), not by a recorder
+    assert (Path(hdf5plugin.__file__).resolve().parent.parent / PTH_NAME).read_text() == (
+        pth_line()
+    )
     done = subprocess.run(
         [sys.executable, "-c", _WRITE_SCRIPT, str(tmp_path / "other.h5")], env=_fresh_env(),
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _files_under(folder: Path) -> set[str]:
+    if not folder.is_dir():
+        return set()  # pip removes a site-packages it leaves empty
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
+def test_pip_installs_the_hook_with_the_package_and_uninstall_removes_every_file(
+    tmp_path: Path, editable: bool
+) -> None:
+    """The .pth file comes with the package, in RECORD, so pip uninstall takes it away too."""
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes((ROOT / name).read_bytes())
+    environment = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)
+    python = environment / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )
+    before = _files_under(site)
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    target = ["-e", str(source)] if editable else [str(source)]
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", *target], capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert (site / PTH_NAME).read_text() == pth_line()
+    records = list(site.glob("h5recorder-*.dist-info/RECORD"))
+    assert len(records) == 1 and f"{PTH_NAME}," in records[0].read_text()
+    removed = subprocess.run(
+        [*pip, "uninstall", "-y", "h5recorder"], capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert removed.returncode == 0, removed.stderr[-3000:]
+    assert _files_under(site) == before

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -347,6 +349,101 @@ def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
     with pytest.raises(DiskFullError):
         recorder.close()
     recorder.close()
+
+
+def _writer_fails_with(monkeypatch, error: Exception) -> None:
+    """The writer thread raises ``error`` the first time it drains the ring."""
+    from h5recorder import _writer
+
+    def drain(self):
+        raise error
+
+    monkeypatch.setattr(_writer.Writer, "drain", drain)
+
+
+def test_a_frame_error_of_the_writer_reaches_the_caller_as_itself(tmp_path, frames, monkeypatch):
+    """An error class whose constructor takes other arguments than a message (FrameError:
+    path, step, reason) keeps its class and fields, in record() and in close()."""
+    from h5recorder._frames import FrameError
+
+    original = FrameError("frames/000003.png", 3, "encoder gone")
+    _writer_fails_with(monkeypatch, original)
+    recorder = Recorder("frame", out_dir=str(tmp_path), observation_space=SPACE)
+    deadline = time.monotonic() + 10
+    with pytest.raises(FrameError) as caught:
+        while time.monotonic() < deadline:
+            recorder.record(good_step(frames, 0))
+            time.sleep(0.01)
+    raised = caught.value
+    assert (raised.path, raised.step, raised.reason) == ("frames/000003.png", 3, "encoder gone")
+    assert str(raised) == str(original) and raised.__cause__ is original
+    with pytest.raises(FrameError) as at_close:
+        recorder.close()
+    assert at_close.value.path == "frames/000003.png" and at_close.value.__cause__ is original
+
+
+def test_reset_keeps_the_class_of_the_writers_error(tmp_path, frames):
+    recorder = Recorder(
+        "full", out_dir=str(tmp_path), observation_space=SPACE, min_free_bytes=1 << 60
+    )
+    recorder.record(good_step(frames, 0))
+    with pytest.raises(DiskFullError, match=r"MiB free in .*needs") as caught:
+        recorder.reset()
+    assert isinstance(caught.value.__cause__, DiskFullError)
+    recorder.close()
+
+
+_OUTSIDE_SCRIPT = """
+import sys
+import numpy as np
+from gymnasium import spaces
+from h5recorder import Recorder
+
+space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+                     "joints": spaces.Box(-1, 1, (3,), np.float32)})
+with Recorder("inside", out_dir=sys.argv[1], observation_space=space) as recorder:
+    for i in range(300):
+        recorder.record({"image": np.full((48, 64, 3), i % 256, np.uint8),
+                         "joints": np.full(3, i / 300, np.float32)})
+"""
+
+
+def _site_packages_state() -> dict[str, tuple[float, int, bytes]]:
+    """Every entry at the top of site-packages: mtime, size and, for .pth files, content."""
+    import site
+
+    state = {}
+    for folder in {*site.getsitepackages(), site.getusersitepackages()}:
+        for path in sorted(Path(folder).glob("*")) if Path(folder).is_dir() else []:
+            info = path.stat()
+            content = path.read_bytes() if path.suffix == ".pth" else b""
+            state[str(path)] = (info.st_mtime, info.st_size, content)
+    return state
+
+
+def test_a_recorder_writes_nothing_outside_its_folder(tmp_path):
+    """Recording (frames, ring in shared memory, live socket) leaves site-packages, the
+    temporary folder, the working folder and /dev/shm as they were."""
+    out, temporary, work = tmp_path / "out", tmp_path / "tmp", tmp_path / "work"
+    temporary.mkdir()
+    work.mkdir()
+    before = _site_packages_state()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _OUTSIDE_SCRIPT, str(out)], cwd=work,
+        env={**os.environ, "TMPDIR": str(temporary)}, stderr=subprocess.PIPE, text=True,
+    )
+    _, stderr = child.communicate(timeout=180)
+    assert child.returncode == 0, stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["inside.h5", "inside_frames"]
+    assert len(list((out / "inside_frames").iterdir())) == 300
+    assert _site_packages_state() == before
+    assert list(work.iterdir()) == []
+    # the folder of the live sockets stays (other recorders may be binding in it), empty
+    left = sorted(str(p.relative_to(temporary)) for p in temporary.rglob("*"))
+    assert left in ([], [f"h5recorder-live-{os.getuid()}"]), left
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        assert not list(shm.glob(f"h5rec_{child.pid}_*"))
 
 
 def test_drop_policy_counts_what_it_drops(tmp_path, frames):

@@ -664,7 +664,7 @@ def test_plain_h5py_reads_blosc2_data_here_and_needs_the_plugin_path_elsewhere(t
         for i in range(5000):
             recorder.record({"x": np.full(64, float(i))})
     env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    # in this environment: the recorder's hook imports hdf5plugin after h5py
+    # in this environment: the hook installed with h5recorder imports hdf5plugin after h5py
     here = run_python(PLAIN_READER, str(recorder.filename), env=env)
     assert here.returncode == 0, here.stderr[-2000:]
     assert "hdf5plugin imported" in here.stdout and "data-ok True" in here.stdout, here.stdout

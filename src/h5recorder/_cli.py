@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._format import STATUS_ATTRIBUTE
 from ._recorder import Recorder
 from ._recover import recover
 from ._writer import Status
@@ -246,7 +247,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _live_summary(file: Any) -> dict[str, Any]:
-    status: dict[str, Any] = json.loads(file.attrs.get("recorder_status", "{}") or "{}")
+    status: dict[str, Any] = json.loads(file.attrs.get(STATUS_ATTRIBUTE, "{}") or "{}")
     status["size"] = int(file.attrs.get("size", 0))
     return status
 

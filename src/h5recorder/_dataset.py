@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ._format import STATUS_ATTRIBUTE, jsonable
 from ._schema import ROOTS
 from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
 from .errors import SchemaError
@@ -126,23 +127,11 @@ class Dataset:
                 for name, s in self.schema.items()
             },
             "stats": {
-                name: {key: _jsonable(value) for key, value in stats.items()}
+                name: {key: jsonable(value) for key, value in stats.items()}
                 for name, stats in self.stats.items()
             },
             "health": [e.to_dict() for e in self.episodes],
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()] if value.ndim else _jsonable(value.item())
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def episode_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
@@ -211,8 +200,8 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> 
 ]:
     size = int(file.attrs.get("size", 0))
     status: dict[str, Any] = {}
-    if "recorder_status" in file.attrs:
-        status = json.loads(file.attrs["recorder_status"])
+    if STATUS_ATTRIBUTE in file.attrs:
+        status = json.loads(file.attrs[STATUS_ATTRIBUTE])
     stats: dict[str, dict[str, Any]] = {}
     closed = bool(datasets)
     longest = 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from ._format import jsonable
 from ._read import Column, Episode
 
 __all__ = ["render", "summarize"]
@@ -51,22 +52,6 @@ def _number(value: Any) -> str:
     return f"{number:g}"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_jsonable(item) for item in value.tolist()] if value.ndim else _jsonable(
-            value.item()
-        )
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    return value
-
-
 SUMMARY_STATS = re.compile(r"count|min|max|mean|std|value_counts|q\d\d|rank_error")
 
 
@@ -97,7 +82,7 @@ def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
         "bytes_raw": raw,
         "bytes_on_disk": disk,
         "ratio": round(raw / disk, 3) if disk else None,
-        "stats": _jsonable(_summary_stats(stats)),
+        "stats": jsonable(_summary_stats(stats)),
     }
 
 
@@ -160,7 +145,7 @@ def summarize(episode: Episode) -> dict[str, Any]:
     status = episode.status or {}
     stats = episode.stats
     leaves = {name: _leaf(column, stats.get(name)) for name, column in episode.columns.items()}
-    summary: dict[str, Any] = _jsonable(
+    summary: dict[str, Any] = jsonable(
         {
             "path": str(episode.path),
             "file_bytes": os.path.getsize(episode.path),

@@ -3,8 +3,10 @@
 In the recording process, any ``h5py.File(path)`` of a file an open recorder is writing first
 asks that recorder for a commit (``Recorder.flush``), so the reader sees every step
 ``record()`` returned for. The reader pays for it (one commit, on the writer thread); the
-caller of ``record()`` never does. The hook wraps ``h5py.File.__init__``: for other files it
-costs one dictionary lookup while a recorder is open, and nothing more.
+caller of ``record()`` never does. The hook wraps ``h5py.File.__init__`` only while a recorder
+of this process has a file open (from the first :func:`register` to the last
+:func:`unregister`); importing h5recorder leaves h5py as it is. For other files it costs one
+dictionary lookup.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ __all__ = ["LiveServer", "read_live", "register", "unregister"]
 
 # (device, inode) of each file an open recorder of this process writes -> its flush()
 _recording: dict[tuple[int, int], Callable[[], None]] = {}
+# each registered path -> its identity when registered (the file may move before unregister);
+# h5py.File.__init__ is wrapped while this is not empty
+_registered: dict[Path, tuple[int, int] | None] = {}
 _lock = threading.Lock()
 
 
@@ -40,16 +45,23 @@ def _identity(path: Any) -> tuple[int, int] | None:
 def register(path: Path, flush: Callable[[], None]) -> None:
     """Call ``flush`` (the recorder's) before this process opens ``path`` with h5py."""
     identity = _identity(path)
-    if identity is not None:
-        with _lock:
+    with _lock:
+        if identity is not None:
             _recording[identity] = flush
+        _registered[Path(path)] = identity
+        _install()
 
 
 def unregister(path: Path) -> None:
-    identity = _identity(path)
+    """Undo :func:`register` (nothing if ``path`` is not registered); the last one unwraps."""
     with _lock:
+        if Path(path) not in _registered:
+            return
+        identity = _registered.pop(Path(path))
         if identity is not None:
             _recording.pop(identity, None)
+        if not _registered:
+            _uninstall()
 
 
 def flush_before_open(name: Any) -> None:
@@ -68,6 +80,7 @@ def flush_before_open(name: Any) -> None:
 
 
 def _install() -> None:
+    """Wrap ``h5py.File.__init__`` (under ``_lock``; nothing if it is wrapped already)."""
     original = h5py.File.__init__
     if getattr(original, "_h5recorder_hook", False):
         return
@@ -79,10 +92,16 @@ def _install() -> None:
         original(self, name, *args, **kwargs)
 
     __init__._h5recorder_hook = True  # type: ignore[attr-defined]
+    __init__._h5recorder_original = original  # type: ignore[attr-defined]
     h5py.File.__init__ = __init__
 
 
-_install()
+def _uninstall() -> None:
+    """Put back what :func:`_install` wrapped (under ``_lock``), unless someone has wrapped
+    our wrapper since: taking it out would drop theirs too, and it is idle without recorders."""
+    current = h5py.File.__dict__.get("__init__")
+    if getattr(current, "_h5recorder_hook", False):
+        h5py.File.__init__ = current._h5recorder_original
 
 
 # -- other processes: a snapshot on request -------------------------------------------------

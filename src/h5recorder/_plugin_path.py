@@ -2,26 +2,24 @@
 
 Recordings compress with blosc2 (HDF5 filter 32026), which HDF5 decodes only once hdf5plugin
 has registered its filters. A reader that never imports hdf5plugin (mbodied's ``Replayer`` in a
-training script, plain h5py) cannot read those chunks. :func:`install` writes a one-line
-``.pth`` file beside hdf5plugin in site-packages; Python runs it at every start of this
-environment's interpreter, and it arranges that whenever ``h5py`` is imported, ``hdf5plugin``
-is imported right after it (registering its filters). A process that never imports h5py pays
-nothing but one string comparison per import.
+training script, plain h5py) cannot read those chunks. The package therefore ships a one-line
+``.pth`` file, :data:`PTH_NAME`, at the top of site-packages (``setup.py`` writes
+:func:`pth_line` into the wheel, editable installs included, so pip lists it in RECORD and
+``pip uninstall`` removes it). Python runs it at every start of this environment's interpreter,
+and it arranges that whenever ``h5py`` is imported, ``hdf5plugin`` is imported right after it
+(registering its filters). A process that never imports h5py pays nothing but one string
+comparison per import. Nothing of h5recorder writes it at run time.
 
 Setting ``HDF5_PLUGIN_PATH`` for every process instead was tried and rejected: HDF5 then loads
 hdf5plugin's filter libraries itself, hdf5plugin no longer registers its own copies, and
 creating a blosc2 dataset fails ("error during user callback") in any process that writes.
 
-The recorder calls :func:`install` once per process; where site-packages is not writable it
-does nothing, and readers import hdf5plugin or set ``HDF5_PLUGIN_PATH`` (see the README).
+This module imports nothing but the standard library: ``setup.py`` runs it by path.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-__all__ = ["HOOK", "PTH_NAME", "install"]
+__all__ = ["HOOK", "PTH_NAME", "pth_line"]
 
 PTH_NAME = "h5recorder-hdf5-filters.pth"
 
@@ -55,27 +53,5 @@ if "h5py" not in sys.modules:
 
 
 def pth_line() -> str:
+    """The line of the ``.pth`` file: runs :data:`HOOK` in a namespace of its own."""
     return f"import sys; exec({HOOK!r}, {{\"__name__\": \"h5recorder_filters\"}})\n"
-
-
-_installed: list[Path | None] = []
-
-
-def install() -> Path | None:
-    """Write the ``.pth`` file (once per process); return its path, or None if not writable."""
-    if _installed:
-        return _installed[0]
-    import hdf5plugin
-
-    path = Path(hdf5plugin.__file__).resolve().parent.parent / PTH_NAME
-    line = pth_line()
-    result: Path | None = path
-    try:
-        if not path.is_file() or path.read_text() != line:
-            temporary = path.with_name(f".{PTH_NAME}.{os.getpid()}")
-            temporary.write_text(line)
-            os.replace(temporary, path)
-    except OSError:
-        result = None
-    _installed.append(result)
-    return result

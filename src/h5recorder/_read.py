@@ -26,7 +26,17 @@ import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 import numpy as np
 from gymnasium import spaces
 
-from ._schema import ROOTS, SPACE_ATTRIBUTE, TEXT_MAX_LENGTH, TIME_ATTRIBUTE, space_from_json
+from ._format import (
+    CLOSED_ATTRIBUTE,
+    FRAMES_ATTRIBUTE,
+    OPTIONS_ATTRIBUTE,
+    RECOVERED_ATTRIBUTE,
+    SPACE_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    TIME_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+)
+from ._schema import ROOTS, TEXT_MAX_LENGTH, space_from_json
 from .errors import ReadError, SchemaError
 
 __all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
@@ -36,8 +46,6 @@ BLOSC2_FILTER = 32026  # hdf5plugin's registered id of the blosc2 filter
 # chunks at least this large are read directly (_DirectChunks); below it, the Python cost per
 # chunk (about 50 us) outweighs the copies saved, and HDF5's pipeline is faster
 DIRECT_CHUNK_BYTES = 512 << 10
-CLOSED_ATTRIBUTE = "recorder_closed"
-RECOVERED_ATTRIBUTE = "recorder_recovered"
 
 
 # -- spaces from attributes ---------------------------------------------------------------
@@ -536,9 +544,9 @@ class Episode:
                     name, by_name[name], _sub_space(space, parts[1:]), self.length
                 )
         self.time: Time | None = self._load_time()
-        self.status: dict[str, Any] | None = _json_attr(file, "recorder_status")
-        self.options: dict[str, Any] | None = _json_attr(file, "recorder_options")
-        version = attrs.get("recorder_version")
+        self.status: dict[str, Any] | None = _json_attr(file, STATUS_ATTRIBUTE)
+        self.options: dict[str, Any] | None = _json_attr(file, OPTIONS_ATTRIBUTE)
+        version = attrs.get(VERSION_ATTRIBUTE)
         self.version: str | None = (
             version.decode() if isinstance(version, bytes) else None if version is None
             else str(version)
@@ -694,7 +702,7 @@ class Episode:
         Files without it (mbodied's, or no key saved): ``<stem>_frames`` for a leaf named
         ``image`` when that folder holds PNG files.
         """
-        info = _json_attr(self.file, "recorder_frames")
+        info = _json_attr(self.file, FRAMES_ATTRIBUTE)
         if isinstance(info, Mapping) and info.get("keys"):
             keys = [str(key) for key in info["keys"]]
             if len(keys) == 1:
@@ -748,7 +756,7 @@ class Episode:
         if (
             TIME_ATTRIBUTE in attrs
             or RECOVERED_ATTRIBUTE in attrs
-            or (self.rows_past_size and "recorder_version" in attrs)
+            or (self.rows_past_size and VERSION_ATTRIBUTE in attrs)
         ):
             return False  # this version marks a clean close; earlier ones trim to size
         return None
@@ -770,7 +778,7 @@ class Episode:
                             f"(e.g. {frames_missing[0]})")
         if self.rows_past_size:
             name, extra = next(iter(self.rows_past_size.items()))
-            if "recorder_version" in self.file.attrs:
+            if VERSION_ATTRIBUTE in self.file.attrs:
                 problems.append(
                     f"{len(self.rows_past_size)} datasets hold rows past size={self.size} "
                     f"(e.g. {name}: {extra} more); the recorder did not finish: run "
@@ -789,7 +797,7 @@ class Episode:
         elif closed is False and not self.rows_past_size:
             problems.append("the recorder did not close this file (killed, or still recording); "
                             f"run 'h5recorder recover {self.path}' once it is not running")
-        if closed is None and "recorder_version" in self.file.attrs:
+        if closed is None and VERSION_ATTRIBUTE in self.file.attrs:
             notes.append("this version of the recorder does not mark a clean close")
         if waits:
             notes.append(f"record() waited {waits} times for room in the ring")
@@ -809,7 +817,7 @@ class Episode:
 
     def missing_frames(self) -> list[str]:
         """PNG files of saved leaves that are not on disk (listed by the recorder, or absent)."""
-        info = _json_attr(self.file, "recorder_frames")
+        info = _json_attr(self.file, FRAMES_ATTRIBUTE)
         if not isinstance(info, Mapping):
             return []
         listed = [str(path) for path in info.get("missing", [])]

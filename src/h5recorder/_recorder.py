@@ -29,28 +29,44 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from . import _live, _plugin_path
+from . import _live
+from ._format import (
+    CLOSED_ATTRIBUTE,
+    FRAMES_ATTRIBUTE,
+    OPTIONS_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    TIME_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    frames_payload,
+)
 from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
     ROOTS,
-    TIME_ATTRIBUTE,
     Leaf,
     Plan,
     create_layout,
     create_time_layout,
     dataset_options,
     infer_space,
-    jsonable,
+    stored_json,
     time_leaves,
     to_mapping,
     unwrap,
 )
 from ._stats import LeafStats
 from ._version import __version__
-from ._writer import Counters, Status, Writer, make_room, new_file, place_file
-from .errors import ClosedError, RecorderError, SchemaError, WriterError
+from ._writer import (
+    Counters,
+    Status,
+    Writer,
+    caller_error,
+    make_room,
+    new_file,
+    place_file,
+)
+from .errors import ClosedError, RecorderError, SchemaError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
 
@@ -282,7 +298,6 @@ class Recorder:
         self.missing_frames: list[str] = []
         sweep_stale_segments()
         _close_on_sigterm()
-        _plugin_path.install()  # readers that never import hdf5plugin decode blosc2 too
         self._open()
         self.configure_root_spaces(
             observation=observation_space,
@@ -297,6 +312,7 @@ class Recorder:
             except BaseException:
                 self._closed = True
                 _open_recorders.discard(self)
+                _live.unregister(self.filename)
                 self._close_file()
                 raise
             # Loading the compiled kernels takes about 0.3 s from numba's cache (seconds the
@@ -312,13 +328,11 @@ class Recorder:
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self._file = new_file(self.filename, self._user_block())  # in memory until _place()
         self._file.attrs["size"] = 0
-        self._file.attrs["recorder_version"] = __version__
-        self._file.attrs["recorder_options"] = json.dumps(self.options.to_dict())
-        self._file.attrs["recorder_status"] = json.dumps(self._counters.status(None).to_dict())
-        self._file.attrs["recorder_frames"] = json.dumps(
-            {"keys": [], "folders": [], "deferred": 0, "missing": []}
-        )
-        self._file.attrs["recorder_closed"] = False
+        self._file.attrs[VERSION_ATTRIBUTE] = __version__
+        self._file.attrs[OPTIONS_ATTRIBUTE] = json.dumps(self.options.to_dict())
+        self._file.attrs[STATUS_ATTRIBUTE] = json.dumps(self._counters.status(None).to_dict())
+        self._file.attrs[FRAMES_ATTRIBUTE] = json.dumps(frames_payload([], [], 0, []))
+        self._file.attrs[CLOSED_ATTRIBUTE] = False
         leaves = time_leaves(self.options.chunk_bytes)
         datasets = create_time_layout(
             self._file, leaves, self.options.compression, self.options.compression_level
@@ -485,14 +499,14 @@ class Recorder:
         if writer.error is not None:
             return
         self._file.attrs.modify(
-            "recorder_frames",
+            FRAMES_ATTRIBUTE,
             json.dumps(
-                {
-                "keys": [leaf.name for leaf, _, _ in writer.frame_targets],
-                "folders": [str(folder) for _, _, folder in writer.frame_targets],
-                "deferred": len(writer.deferred),
-                "missing": self.missing_frames,
-                }
+                frames_payload(
+                    [leaf.name for leaf, _, _ in writer.frame_targets],
+                    [str(folder) for _, _, folder in writer.frame_targets],
+                    len(writer.deferred),
+                    self.missing_frames,
+                )
             ),
         )
 
@@ -519,13 +533,11 @@ class Recorder:
                     frames.check()
         finally:
             if error is not None:
-                if isinstance(error, WriterError):
-                    raise type(error)(str(error)) from error
-                raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+                raise caller_error(error, f"writing {self.filename} failed") from error
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
-        self._file.attrs.modify("recorder_closed", True)  # in place: see _writer
+        self._file.attrs.modify(CLOSED_ATTRIBUTE, True)  # in place: see _writer
         self._file.flush()
 
     def reset(self) -> None:
@@ -544,7 +556,7 @@ class Recorder:
         if error is not None:
             self._closed = True
             _open_recorders.discard(self)
-            raise WriterError(f"writing {self.filename} failed: {error!r}") from error
+            raise caller_error(error, f"writing {self.filename} failed") from error
         if self._frames is not None:
             self._frames.check()
         self._move_aside()
@@ -825,7 +837,7 @@ class Recorder:
                 group.resize(index + 1, axis=0)
             value = unwrap(sample)
             if group.attrs.get("tuple_length") is not None:
-                value = json.dumps({"item": [jsonable(item) for item in value]})
+                value = json.dumps({"item": [stored_json(item) for item in value]})
             group[index] = value
             return
         mapping = to_mapping(sample)

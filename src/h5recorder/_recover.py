@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
+from ._format import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE
 from ._journal import roll_back
 from .errors import RecoveryError
 
@@ -199,16 +200,16 @@ def recover(path: str | Path) -> RecoveryReport:
                 trimmed[dataset.name or "?"] = dataset.shape[0] - size
                 dataset.resize(size, axis=0)
         file.attrs["size"] = size
-        file.attrs["recorder_recovered"] = json.dumps(
+        file.attrs[RECOVERED_ATTRIBUTE] = json.dumps(
             {"size_before": size_before, "size_after": size, "trimmed": trimmed}
         )
-        if "recorder_status" in file.attrs:
+        if STATUS_ATTRIBUTE in file.attrs:
             try:
-                status = json.loads(file.attrs["recorder_status"])
+                status = json.loads(file.attrs[STATUS_ATTRIBUTE])
             except (OSError, ValueError):
                 # rewritten in place by the commit in flight: its text (in HDF5's global
                 # heap) was replaced before the attribute pointing to it; counters are lost
                 status = {"unreadable_after_crash": True}
             status["rows_committed"] = size
-            file.attrs["recorder_status"] = json.dumps(status)
+            file.attrs[STATUS_ATTRIBUTE] = json.dumps(status)
     return RecoveryReport(path, size_before, size, trimmed, end_raised, rolled_back)

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from ._format import SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
 from .errors import SchemaError, StepError, StepTypeError
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
 ]
 
 MISSING: Any = object()
-SPACE_ATTRIBUTE = "recorder_space"
-TIME_ATTRIBUTE = "recorder_time"
 TIME_COLUMNS = ("monotonic_ns", "wall_ns")
 TIME_SELF_LINK = "_self"
 TIME_CLOCK = (
@@ -240,7 +239,7 @@ class Leaf:
             raise StepTypeError(self.name, f"a tuple of {length} values", _describe(value))
         try:
             # mbodied's Replayer reads a JSON object: {"item": [...]} unpacks to one entry each
-            return json.dumps({"item": [jsonable(item) for item in value]})
+            return json.dumps({"item": [stored_json(item) for item in value]})
         except TypeError as error:
             raise StepTypeError(self.name, "values JSON can hold", _describe(value)) from error
 
@@ -268,14 +267,17 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def jsonable(value: Any) -> Any:
+def stored_json(value: Any) -> Any:
+    """A Tuple's item in JSON's types, as the file stores it: exact, so NaN and infinities
+    stay floats (json writes NaN and Infinity and reads them back); reports use
+    :func:`h5recorder._format.jsonable` instead."""
     value = unwrap(value)
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in value.items()}
+        return {str(key): stored_json(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
-        return [jsonable(item) for item in value]
+        return [stored_json(item) for item in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
@@ -681,7 +683,7 @@ def create_time_layout(
     mbodied's ``Replayer`` yields one value per root key, and readers compare the groups
     and datasets with mbodied's layout: a visible time group would change both. The group
     links to itself (which keeps it alive), and the root attribute ``recorder_time`` holds
-    an object reference to it: ``file[file.attrs["recorder_time"]]["monotonic_ns"]``.
+    an object reference to it: ``file[file.attrs[TIME_ATTRIBUTE]]["monotonic_ns"]``.
     Tools that copy a file by walking its links (h5repack, h5copy) leave it behind.
     """
     group = file.create_group(TIME_ATTRIBUTE)
@@ -699,25 +701,20 @@ def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> d
     """h5py ``create_dataset`` keywords for the filter a leaf is written with."""
     if leaf.is_string or compression is None:
         return {}
-    if compression.startswith("blosc2"):
+    parsed = parse_compression(compression, level)
+    if parsed.filter == "blosc2":
         import hdf5plugin
 
-        codec = compression.partition(":")[2] or "lz4"
         return dict(
             hdf5plugin.Blosc2(
-                cname=codec,  # type: ignore[arg-type]  # checked by hdf5plugin
-                clevel=1 if level is None else level,
+                cname=parsed.codec,  # type: ignore[arg-type]  # checked by hdf5plugin
+                clevel=parsed.level,
                 filters=hdf5plugin.Blosc2.SHUFFLE,
             )
         )
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 1 if level is None else level}
-    if compression == "lzf":
-        return {"compression": "lzf"}
-    raise SchemaError(
-        f"compression: expected 'blosc2', 'blosc2:lz4', 'blosc2:zstd', 'gzip', 'lzf' or None, "
-        f"got {compression!r}"
-    )
+    if parsed.filter == "gzip":
+        return {"compression": "gzip", "compression_opts": parsed.level}
+    return {"compression": "lzf"}
 
 
 def create_leaf_dataset(

@@ -32,6 +32,7 @@ flushed first), and chunks past ``size``; ``recover`` mends both (``_recover``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -52,6 +53,7 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._crew import Crew, helpers_for_this_machine
+from ._format import STATUS_ATTRIBUTE, parse_compression
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
 from ._recover import all_datasets
@@ -61,6 +63,23 @@ from ._stats import LeafStats
 from .errors import DiskFullError, WriterError
 
 __all__ = ["Counters", "Status", "Writer", "new_file", "open_file", "place_file"]
+
+def caller_error(error: BaseException, failed: str) -> WriterError:
+    """The error to raise in the caller's thread for ``error``, raised on the writer's.
+
+    A :class:`WriterError` (``DiskFullError``, ``FrameError``, ...) keeps its class, message
+    and fields: a copy made as pickle makes one (``__reduce__``; a class whose ``__init__``
+    takes other arguments than its ``args`` defines it, as ``FrameError`` does), so that each
+    raise gets its own traceback. Anything else, or a copy that fails, becomes a
+    ``WriterError`` saying ``failed``. Raise it ``from error``.
+    """
+    if isinstance(error, WriterError):
+        try:
+            return copy.copy(error)
+        except Exception:  # noqa: BLE001 - a class that cannot be copied is wrapped instead
+            pass
+    return WriterError(f"{failed}: {error!r}")
+
 
 RAW_ABOVE = 0.97  # a chunk compressed to more than this share of its size is stored raw
 RAW_CHUNKS = 16  # ... and so are the next chunks of that leaf, until one is tried again
@@ -414,13 +433,11 @@ class Writer(threading.Thread):
         self.encode_deferred = encode_deferred  # deferred frames are written at close()
         self._frames_before = frames.counters.written if frames is not None else 0
         self.compressor: _Blosc2Frames | _Deflate | None = None
-        if compression is not None and compression.startswith("blosc2"):
-            codec = compression.partition(":")[2] or "lz4"
-            self.compressor = _Blosc2Frames(
-                codec, 1 if compression_level is None else compression_level, compression_threads
-            )
-        elif compression == "gzip":
-            self.compressor = _Deflate(1 if compression_level is None else compression_level)
+        parsed = parse_compression(compression, compression_level)
+        if parsed.filter == "blosc2":
+            self.compressor = _Blosc2Frames(parsed.codec, parsed.level, compression_threads)
+        elif parsed.filter == "gzip":
+            self.compressor = _Deflate(parsed.level)
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -479,10 +496,7 @@ class Writer(threading.Thread):
 
     def raise_error(self) -> None:
         if self.error is not None:
-            error = self.error
-            if isinstance(error, WriterError):
-                raise type(error)(str(error)) from error
-            raise WriterError(f"the writer failed: {error!r}") from error
+            raise caller_error(self.error, "the writer failed") from self.error
 
     # -- this thread ----------------------------------------------------------------------
 
@@ -976,7 +990,7 @@ class Writer(threading.Thread):
         # spinning in a busy-wait loop hands it over only every switch interval (5 ms)
         # written in place (``modify``): a header that grew would get a continuation block,
         # written after the header that points to it
-        attrs.modify("recorder_status", json.dumps(self.counters.status(self.ring).to_dict()))
+        attrs.modify(STATUS_ATTRIBUTE, json.dumps(self.counters.status(self.ring).to_dict()))
         attrs.modify("size", self.counters.rows_committed)
 
     def store_stats(self) -> dict[str, dict[str, Any]]:
