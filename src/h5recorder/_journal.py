@@ -110,7 +110,7 @@ class JournaledFile(io.FileIO):
         elif self._lent is not None and self._is_lent(block):
             assert self.crew is not None
             self._deferred += 1
-            self.crew.submit(self._put, offset, memoryview(self._lent[2]))
+            self.crew.submit(self._put, offset, self._lent[2].data)
             self._lent = None
         else:
             self._put(offset, block)
