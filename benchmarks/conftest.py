@@ -34,6 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed episodes read by the many-episodes benchmark (default 20)")
     group.addoption("--episode-steps", type=int, default=1000,
                     help="steps per seed episode (default 1000)")
+    group.addoption("--write-seconds", type=float, default=10.0,
+                    help="seconds of flat-out recording per write-path case (default 10)")
+    group.addoption("--write-rounds", type=int, default=3,
+                    help="alternating rounds of the write-path cases (default 3)")
     group.addoption("--stats-files", type=int, default=1000,
                     help="episode files whose statistics are merged (default 1000)")
 

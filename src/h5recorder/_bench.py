@@ -53,6 +53,7 @@ __all__ = [
     "LATENCY_RATES",
     "MBODIED_TRUE_PNG",
     "PNG_STEPS",
+    "McapWriter",
     "NaiveWriter",
     "Row",
     "SequentialWriter",
@@ -166,6 +167,52 @@ class SequentialWriter:
             os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
+
+
+class McapWriter:
+    """MCAP's Python writer (what rosbag2 and Foxglove users record with), one channel per leaf.
+
+    Each leaf of a step is one message holding its raw bytes (strings as UTF-8), the way a
+    ROS bridge publishes an image or a joint vector; ``compression`` is ``"none"``, ``"lz4"``
+    or ``"zstd"`` (MCAP's chunk compression). Needs the ``mcap`` package (the bench extra).
+    """
+
+    def __init__(self, path: Path, compression: str = "none") -> None:
+        from mcap.writer import CompressionType
+        from mcap.writer import Writer as Mcap
+
+        self._file = open(path, "wb")
+        self._writer = Mcap(
+            self._file, compression=CompressionType[compression.upper()], chunk_size=1 << 20
+        )
+        self._writer.start()
+        self._schema = self._writer.register_schema(name="raw", encoding="", data=b"")
+        self._channels: dict[str, int] = {}
+
+    def record(self, **roots: Any) -> None:
+        stamp = time.time_ns()
+        for root, value in roots.items():
+            if value is not None:
+                self._put(root, value, stamp)
+
+    def _put(self, name: str, value: Any, stamp: int) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self._put(f"{name}/{key}", item, stamp)
+            return
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._writer.register_channel(
+                topic=name, message_encoding="raw", schema_id=self._schema
+            )
+            self._channels[name] = channel
+        data = value.encode() if isinstance(value, str) else np.asarray(value).tobytes()
+        self._writer.add_message(channel, log_time=stamp, data=data, publish_time=stamp)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._writer.finish()
+            self._file.close()
 
 
 class NaiveWriter:

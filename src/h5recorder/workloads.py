@@ -9,6 +9,8 @@ Three workloads, by name (:data:`WORKLOADS`):
 
 - ``seed``: one 224x224x3 frame, an instruction, a 3-vector, a gripper flag, two 3-vectors;
 - ``rig``: three 640x480x3 cameras, one 480x640 uint16 depth image, 30 joint floats;
+- ``hd``: two 1280x720x3 cameras (``cameras``: 1 to 4), one 720x1280 uint16 depth image,
+  30 joint floats;
 - ``proprio``: 50 floats and a timestamp.
 """
 
@@ -153,9 +155,12 @@ def _vector(rng: np.random.Generator, size: int, scale: float = 1.0) -> np.ndarr
     return (rng.standard_normal(size) * scale).astype(np.float32)
 
 
-def workload(name: str, bank_size: int = 64, seed: int = 0, cameras: int = 3) -> Workload:
+def workload(
+    name: str, bank_size: int = 64, seed: int = 0, cameras: int | None = None
+) -> Workload:
     """The workload called ``name`` (one of :data:`WORKLOADS`) with ``bank_size`` steps;
-    ``cameras`` (1 to 3) sets the rig's number of colour cameras."""
+    ``cameras`` (1 to 3 for ``rig``, 1 to 4 for ``hd``, default 3 and 2) sets the number of
+    colour cameras."""
     rng = np.random.default_rng(seed)
     bank: list[dict[str, Any]] = []
     box = spaces.Box
@@ -183,6 +188,7 @@ def workload(name: str, bank_size: int = 64, seed: int = 0, cameras: int = 3) ->
             )
         return Workload(name, observation, action, state, bank, ["image"])
     if name == "rig":
+        cameras = 3 if cameras is None else cameras
         if not 1 <= cameras <= 3:
             raise ValueError(f"cameras: expected 1 to 3, got {cameras}")
         cams = [photo_frames(bank_size, 480, 640, seed=seed + k) for k in range(cameras)]
@@ -212,6 +218,33 @@ def workload(name: str, bank_size: int = 64, seed: int = 0, cameras: int = 3) ->
             bank,
             [f"camera_{k}" for k in range(cameras)] + ["depth"],
         )
+    if name == "hd":
+        cameras = 2 if cameras is None else cameras
+        if not 1 <= cameras <= 4:
+            raise ValueError(f"cameras: expected 1 to 4, got {cameras}")
+        bank_size = min(bank_size, 12)  # 4.6 MB a step with two cameras
+        cams = [photo_frames(bank_size, 720, 1280, seed=seed + k) for k in range(cameras)]
+        depth = depth_frames(bank_size, 720, 1280, seed=seed + 7)
+        observation = spaces.Dict(
+            {
+                **{f"camera_{k}": box(0, 255, (720, 1280, 3), np.uint8) for k in range(cameras)},
+                "depth": box(0, 65535, (720, 1280), np.uint16),
+            }
+        )
+        state = spaces.Dict({"joints": box(-np.pi, np.pi, (30,), np.float32)})
+        for i in range(bank_size):
+            bank.append(
+                {
+                    "observation": {
+                        **{f"camera_{k}": cams[k][i] for k in range(cameras)},
+                        "depth": depth[i],
+                    },
+                    "state": {"joints": _vector(rng, 30, 0.5)},
+                }
+            )
+        return Workload(
+            name, observation, None, state, bank, [f"camera_{k}" for k in range(cameras)] + ["depth"]
+        )
     if name == "proprio":
         state = spaces.Dict(
             {
@@ -225,4 +258,4 @@ def workload(name: str, bank_size: int = 64, seed: int = 0, cameras: int = 3) ->
     raise ValueError(f"unknown workload {name!r}; expected one of {WORKLOADS}")
 
 
-WORKLOADS = ("seed", "rig", "proprio")
+WORKLOADS = ("seed", "rig", "hd", "proprio")
