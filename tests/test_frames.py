@@ -552,6 +552,25 @@ def test_unguarded_script_is_not_run_again_by_workers(tmp_path: Path) -> None:
     assert decoded(tmp_path / "0.png").shape == (48, 64, 3)
 
 
+def test_workers_import_nothing_from_the_current_folder(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Modules planted in the current folder (on the path as "", as ``python -c`` puts it)."""
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    for name in ("json", "mmap"):
+        marker = tmp_path / f"{name}.ran"
+        (planted / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted)
+    monkeypatch.syspath_prepend("")
+    frame = real_frames("rgb", 1)[0]
+    with FramePool(workers=1) as pool:
+        pool.encode_from_array(frame, frame_path(tmp_path, 0))
+        assert pool.wait(timeout=20)
+        pool.check()
+    assert_same(frame_path(tmp_path, 0), frame)
+    assert sorted(tmp_path.glob("*.ran")) == []
+
+
 def test_a_pool_that_falls_behind_starts_one_more_worker(column: Any, tmp_path: Path) -> None:
     frames = real_frames("rgb", 96, 480, 640)
     col = column(frames)

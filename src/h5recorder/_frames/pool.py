@@ -79,6 +79,15 @@ class _Job:
         self.attempts = 0
 
 
+def _worker_path() -> list[str]:
+    """This process's import path for a worker, absolute, without the current folder.
+
+    An empty entry means "the current folder": a worker never imports from there (a ``json.py``
+    left in it would run inside every worker).
+    """
+    return [os.path.abspath(entry) for entry in map(os.fspath, sys.path) if entry]
+
+
 class _Worker:
     __slots__ = ("conn", "inflight", "process", "ready")
 
@@ -435,13 +444,14 @@ class FramePool:
             process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-I",  # no cwd or script folder on its path, no PYTHON* variables
                     "-c",
                     BOOTSTRAP,
                     str(child.fileno()),
                     str(self.compress_level),
                     json.dumps(self.encoders),
                     os.path.dirname(os.path.dirname(__file__)),
-                    json.dumps([os.fspath(entry) for entry in sys.path]),
+                    json.dumps(_worker_path()),
                 ],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,

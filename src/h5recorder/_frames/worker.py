@@ -134,7 +134,9 @@ def serve(fd: int, compress_level: int, chosen: dict[str, str]) -> None:
 
 
 # The worker's command line: it imports this module under a bare stand-in for the package, so
-# that ``h5recorder/__init__`` (h5py, numba, ...) never runs.
+# that ``h5recorder/__init__`` (h5py, numba, ...) never runs. It runs isolated (``-I``), so its
+# first imports come from the standard library, never from the current folder; the path it
+# imports the rest from is the parent's, passed explicitly.
 BOOTSTRAP = """\
 import json, sys, types
 sys.path[:] = json.loads(sys.argv[5])
