@@ -502,3 +502,19 @@ def test_read_live_refuses_a_sidecar_naming_something_other_than_a_socket(tmp_pa
     Path(f"{target}.live").write_text(json.dumps({"pid": os.getpid(), "socket": str(planted)}))
     with pytest.raises(LiveError, match="not a socket of this user"):
         read_live(target)
+
+
+def test_a_symlink_planted_at_the_sidecar_is_replaced_not_written_through(tmp_path, frames):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "planted.h5.live").symlink_to(victim)
+    with Recorder("planted", out_dir=str(tmp_path), observation_space=SPACE,
+                  image_keys_to_save=[]) as recorder:
+        recorder.record(observation=_step(frames, 0))
+        sidecar = Path(f"{recorder.filename}.live")
+        assert not sidecar.is_symlink()
+        assert json.loads(sidecar.read_text())["pid"] == os.getpid()
+    assert victim.read_text() == "keep me"
+    assert not sidecar.exists() and not sidecar.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["planted.h5", "planted_frames",
+                                                          "victim.txt"]

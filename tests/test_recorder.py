@@ -645,3 +645,13 @@ def test_a_stale_segment_that_cannot_be_removed_does_not_stop_the_recorder(
     monkeypatch.setattr(Path, "unlink", refuse)
     record_a_few(tmp_path, frames, "stuck")
     assert stuck.exists()
+
+
+def test_a_symlink_planted_at_the_temporary_name_is_not_written_through(tmp_path, frames):
+    """The new file was written to ``.<stem>.<pid>.creating.h5``, a name anyone could plant."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / f".planted.{os.getpid()}.creating.h5").symlink_to(victim)
+    record_a_few(tmp_path, frames, "planted")
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "planted.h5").is_symlink()

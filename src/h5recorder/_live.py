@@ -23,6 +23,7 @@ from typing import Any
 import h5py
 from h5py._objects import phil
 
+from ._files import replace_file
 from ._ring import _pid_alive
 from .errors import LiveError, RecorderError
 
@@ -201,7 +202,7 @@ class LiveServer:
             self._socket.bind(self.address)
             self._socket.listen(8)
             info = {"pid": os.getpid(), "socket": self.address, "file": str(self.path.resolve())}
-            sidecar(self.path).write_text(json.dumps(info))
+            replace_file(sidecar(self.path), json.dumps(info).encode())
         except BaseException:
             self.close()  # nothing of a server that did not start is left behind
             raise

@@ -22,7 +22,8 @@ Contract
 - A frame that cannot be written (a folder that is not writable, a segment that is gone)
   becomes a :class:`FrameError` naming its path; :meth:`FramePool.check` raises it in the
   caller's thread. Nothing is swallowed.
-- Each file is written to ``<path>.part`` and renamed, so a reader never sees half a PNG.
+- Each file is written to a new ``<path>.<random>.part`` and renamed, so a reader never sees
+  half a PNG and nothing planted at either name is written through.
 - Threads: one dispatcher thread per pool talks to the workers; every public method may be
   called from any thread.
 """

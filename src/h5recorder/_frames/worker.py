@@ -3,7 +3,7 @@
 A worker is a fresh interpreter started by :class:`~h5recorder._frames.pool.FramePool` with
 :data:`BOOTSTRAP`. It imports this package, numpy and the chosen encoders, nothing else. It
 reads each frame in place from the shared-memory ring (a transient file for frames given as
-arrays), writes the PNG through ``<path>.part`` and a rename, and answers each batch with one
+arrays), writes the PNG through ``<path>.<random>.part`` and a rename, answers each batch with one
 message: per job, ``None`` or the exception (pickled, or a stand-in) and its traceback, and
 the seconds the batch took.
 """
