@@ -177,3 +177,22 @@ def test_episodes_whose_leaf_differs_in_dtype_or_shape_are_refused(tmp_path, cha
     message = str(error.value)
     assert "episode_01.h5" in message and "'action'" in message, message
     assert expected in message, message
+
+
+def test_stats_never_writes_through_a_symlink_planted_at_its_output(folder, tmp_path):
+    """The default output, ``SOURCE/stats.json``, lies in a folder others may write to."""
+    from h5recorder._cli import main
+
+    where, _ = folder
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(sorted(where.glob("*.h5"))[0], source)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (source / "stats.json").symlink_to(victim)
+    assert main(["stats", str(source)]) == 0
+    assert victim.read_text() == "keep me"
+    assert not (source / "stats.json").is_symlink()
+    assert json.loads((source / "stats.json").read_text())["steps"] == LENGTHS[0]
+    assert sorted(p.name for p in source.iterdir()) == [sorted(where.glob("*.h5"))[0].name,
+                                                         "stats.json"]

@@ -552,6 +552,44 @@ def test_unguarded_script_is_not_run_again_by_workers(tmp_path: Path) -> None:
     assert decoded(tmp_path / "0.png").shape == (48, 64, 3)
 
 
+def test_a_symlink_planted_at_the_part_name_is_not_written_through(pool: FramePool,
+                                                                   tmp_path: Path) -> None:
+    """Frames folders may be writable by others: ``<frame>.part`` was a name anyone could plant."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    final = frame_path(tmp_path, 0)
+    Path(f"{final}.part").symlink_to(victim)
+    Path(frame_path(tmp_path, 1)).symlink_to(victim)
+    frames = real_frames("rgb", 2)
+    for i, frame in enumerate(frames):
+        pool.encode_from_array(frame, frame_path(tmp_path, i))
+    assert pool.wait(timeout=20)
+    pool.check()
+    assert victim.read_text() == "keep me"
+    for i in range(2):
+        assert not Path(frame_path(tmp_path, i)).is_symlink()
+        assert_same(frame_path(tmp_path, i), frames[i])
+
+
+def test_workers_import_nothing_from_the_current_folder(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Modules planted in the current folder (on the path as "", as ``python -c`` puts it)."""
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    for name in ("json", "mmap"):
+        marker = tmp_path / f"{name}.ran"
+        (planted / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted)
+    monkeypatch.syspath_prepend("")
+    frame = real_frames("rgb", 1)[0]
+    with FramePool(workers=1) as pool:
+        pool.encode_from_array(frame, frame_path(tmp_path, 0))
+        assert pool.wait(timeout=20)
+        pool.check()
+    assert_same(frame_path(tmp_path, 0), frame)
+    assert sorted(tmp_path.glob("*.ran")) == []
+
+
 def test_a_pool_that_falls_behind_starts_one_more_worker(column: Any, tmp_path: Path) -> None:
     frames = real_frames("rgb", 96, 480, 640)
     col = column(frames)

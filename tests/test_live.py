@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from gymnasium import spaces
 
-from h5recorder import Recorder
+from h5recorder import Recorder, read_live
+from h5recorder._live import SOCKET_SUFFIX
+from h5recorder.errors import LiveError
 
 SPACE = spaces.Dict(
     {
@@ -342,3 +350,171 @@ def test_live_command_prints_a_summary_while_recording_and_at_the_end(tmp_path, 
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert f"steps {index:,}" in done.stdout and "(not recording)" in done.stdout
+
+
+# -- other local users ------------------------------------------------------------------------
+
+_SNAPSHOT = "import sys; from h5recorder import read_live; print(read_live(sys.argv[1])['size'])"
+
+NOT_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+
+
+@pytest.fixture
+def temp_dir(monkeypatch):
+    """The folder ``tempfile`` gives this process, where the live sockets go (a short path:
+    a socket's is at most 107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="h5t", dir="/tmp"))
+    folder.chmod(0o755)  # as /tmp is to other users, less the sticky bit
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _record_and_read_live(tmp_path, frames, name: str) -> Recorder:
+    with Recorder(name, out_dir=str(tmp_path), observation_space=SPACE,
+                  image_keys_to_save=[]) as recorder:
+        for index in range(5):
+            recorder.record(observation=_step(frames, index))
+        assert recorder._live is not None
+        snapshot = subprocess.run(
+            [sys.executable, "-c", _SNAPSHOT, str(recorder.filename)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        assert int(snapshot.stdout) == 5
+    return recorder
+
+
+def _another_users_folder(folder):
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)
+    folder.chmod(0o777)
+
+
+@pytest.mark.parametrize("planted", [
+    pytest.param("another user's", marks=NOT_ROOT), "symlink", "plain file", "loose mode",
+])
+def test_a_socket_folder_made_by_someone_else_is_not_used(tmp_path, frames, temp_dir, planted):
+    """Anyone can make ``<tmp>/h5recorder-live-<uid>`` first."""
+    shared = temp_dir / f"h5recorder-live-{os.getuid()}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    if planted == "another user's":
+        _another_users_folder(shared)
+    elif planted == "symlink":
+        shared.symlink_to(elsewhere)
+    elif planted == "plain file":
+        shared.write_text("")
+    else:
+        shared.mkdir()
+        shared.chmod(0o777)
+    live = []
+
+    class Spy(Recorder):
+        def _start(self):
+            super()._start()
+            live.append(self._live)
+
+    _record_and_read_live(tmp_path, frames, "planted")
+    with Spy("spy", out_dir=str(tmp_path), observation_space=SPACE, image_keys_to_save=[]):
+        folder = Path(live[0].address).parent
+        assert folder.parent == temp_dir and folder != shared
+        info = os.lstat(folder)
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+        assert info.st_uid == os.getuid()
+    assert not folder.exists(), "a folder of its own is removed at close"
+    assert list(elsewhere.iterdir()) == []
+    if shared.is_dir() and not shared.is_symlink():
+        assert list(shared.iterdir()) == []
+
+
+def test_a_live_socket_that_cannot_start_leaves_the_recorder_working(tmp_path, frames, temp_dir,
+                                                                     monkeypatch):
+    """A socket's path is at most 107 bytes: a long temp folder refuses it."""
+    long = temp_dir / ("x" * 120)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    with pytest.warns(RuntimeWarning, match="live socket did not start"):
+        recorder = Recorder("nolive", out_dir=str(tmp_path), observation_space=SPACE,
+                            image_keys_to_save=[])
+    with recorder:
+        assert recorder._live is None
+        for index in range(5):
+            recorder.record(observation=_step(frames, index))
+        assert not [t for t in threading.enumerate() if t.name == "h5recorder-live"]
+        assert not Path(f"{recorder.filename}.live").exists()
+    with h5py.File(recorder.filename, "r") as file:
+        assert _check_rows(file, frames, 5) == 5
+    assert int(read_live(recorder.filename)["size"]) == 5
+
+
+def test_sockets_of_killed_recorders_are_swept(tmp_path, frames, temp_dir):
+    folder = temp_dir / f"h5recorder-live-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    left = []
+    for pid in (int(dead.stdout), os.getpid()):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(str(folder / f"{pid}-7f00{SOCKET_SUFFIX}"))
+        left.append(folder / f"{pid}-7f00{SOCKET_SUFFIX}")
+    _record_and_read_live(tmp_path, frames, "sweep")
+    assert not left[0].exists(), "the socket of a recorder that is gone is swept"
+    assert left[1].exists(), "a socket of a process that lives is left alone"
+
+
+_SILENT_SERVER = textwrap.dedent("""
+    import os, socket, sys, time
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sys.argv[1])
+    os.setgid(65534)
+    os.setuid(65534)
+    server.listen(1)  # its peers see the credentials of this moment
+    print("ready", flush=True)
+    time.sleep(120)  # never answers: a reader that trusted it would wait
+""")
+
+
+@NOT_ROOT
+@pytest.mark.parametrize("check", ["socket file owner", "peer uid"])
+def test_read_live_refuses_a_socket_of_another_user_at_once(tmp_path, check):
+    target = tmp_path / "victim.h5"
+    address = str(tmp_path / "theirs.sock")
+    server = subprocess.Popen([sys.executable, "-c", _SILENT_SERVER, address],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        if check == "socket file owner":
+            os.chown(address, 65534, 65534)
+        Path(f"{target}.live").write_text(json.dumps({"pid": server.pid, "socket": address}))
+        started = time.monotonic()
+        with pytest.raises(LiveError, match="uid 65534"):
+            read_live(target)
+        assert time.monotonic() - started < 2
+    finally:
+        server.kill()
+        server.communicate()
+
+
+def test_read_live_refuses_a_sidecar_naming_something_other_than_a_socket(tmp_path):
+    target = tmp_path / "victim.h5"
+    planted = tmp_path / "not-a-socket"
+    planted.write_text("")
+    Path(f"{target}.live").write_text(json.dumps({"pid": os.getpid(), "socket": str(planted)}))
+    with pytest.raises(LiveError, match="not a socket of this user"):
+        read_live(target)
+
+
+def test_a_symlink_planted_at_the_sidecar_is_replaced_not_written_through(tmp_path, frames):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "planted.h5.live").symlink_to(victim)
+    with Recorder("planted", out_dir=str(tmp_path), observation_space=SPACE,
+                  image_keys_to_save=[]) as recorder:
+        recorder.record(observation=_step(frames, 0))
+        sidecar = Path(f"{recorder.filename}.live")
+        assert not sidecar.is_symlink()
+        assert json.loads(sidecar.read_text())["pid"] == os.getpid()
+    assert victim.read_text() == "keep me"
+    assert not sidecar.exists() and not sidecar.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["planted.h5", "planted_frames",
+                                                          "victim.txt"]

@@ -581,3 +581,77 @@ def test_a_small_ring_that_wraps_often_loses_nothing(tmp_path):
     np.testing.assert_allclose(stats["observation/image"]["std"], wide.std(axis=(0, 1, 2)),
                                rtol=1e-9)
     assert stats["observation/grip"]["value_counts"].tolist() == [100, 100, 100]
+
+
+# ---- other local users ----------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, timeout=60, check=True)
+    return int(child.stdout)
+
+
+def record_a_few(tmp_path, frames, name: str) -> None:
+    with Recorder(name, out_dir=str(tmp_path), observation_space=SPACE) as recorder:
+        for i in range(3):
+            recorder.record(good_step(frames, i))
+    with h5recorder.open(recorder.filename) as episode:
+        assert len(episode) == 3
+
+
+@pytest.fixture
+def shm_dir(tmp_path, monkeypatch):
+    """A private stand-in for ``/dev/shm``: other recorders on the machine sweep the real one."""
+    from h5recorder import _ring
+
+    folder = tmp_path / "shm"
+    folder.mkdir(mode=0o1777)
+    monkeypatch.setattr(_ring, "SHM_DIR", folder)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")
+def test_a_stale_segment_of_another_user_is_left_alone(tmp_path, frames, shm_dir):
+    from h5recorder._ring import SHM_PREFIX
+
+    pid = dead_pid()
+    ours = shm_dir / f"{SHM_PREFIX}{pid}_{os.urandom(4).hex()}_ours"
+    theirs = shm_dir / f"{SHM_PREFIX}{pid}_{os.urandom(4).hex()}_theirs"
+    ours.touch()
+    theirs.touch()
+    os.chown(theirs, 65534, 65534)
+    record_a_few(tmp_path, frames, "foreign")
+    assert not ours.exists(), "this user's stale segment is swept"
+    assert theirs.exists(), "another user's file is not ours to remove"
+
+
+def test_a_stale_segment_that_cannot_be_removed_does_not_stop_the_recorder(
+        tmp_path, frames, shm_dir, monkeypatch):
+    """Anyone can create ``/dev/shm/h5rec_<pid>_...``; removing it may be refused."""
+    from pathlib import Path
+
+    from h5recorder._ring import SHM_PREFIX
+
+    stuck = shm_dir / f"{SHM_PREFIX}{dead_pid()}_{os.urandom(4).hex()}_stuck"
+    stuck.touch()
+    unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self == stuck:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    record_a_few(tmp_path, frames, "stuck")
+    assert stuck.exists()
+
+
+def test_a_symlink_planted_at_the_temporary_name_is_not_written_through(tmp_path, frames):
+    """The new file was written to ``.<stem>.<pid>.creating.h5``, a name anyone could plant."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / f".planted.{os.getpid()}.creating.h5").symlink_to(victim)
+    record_a_few(tmp_path, frames, "planted")
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "planted.h5").is_symlink()

@@ -202,3 +202,31 @@ def test_non_dict_root_space_is_a_dataset(tmp_path):
     )
     with file:
         assert isinstance(file["action"], h5py.Dataset)
+
+
+class _OddKey(str):
+    """A str subclass whose repr is not Python that rebuilds it."""
+
+    def __repr__(self) -> str:
+        return f"<key {self!s}>"
+
+
+def test_keys_of_any_str_subclass_record_and_read_back(tmp_path):
+    """Keys taken from a numpy array are ``np.str_``; the fast path must not spell them out."""
+    import h5recorder
+
+    joints, grip, odd = (*np.array(["joints", "grip"]), _OddKey("it's \"odd\""))
+    assert type(joints) is np.str_
+    space = spaces.Dict({joints: spaces.Box(-1, 1, (3,), np.float32), grip: spaces.Discrete(2),
+                         odd: spaces.Discrete(5)})
+    steps = [{"observation": {joints: np.float32([i, 0, -i]) / 10, grip: i % 2, odd: i % 5}}
+             for i in range(12)]
+    check_roundtrip(tmp_path, {"observation_space": space}, steps,
+                    {f"observation/{key}": ("observation", key) for key in (joints, grip, odd)}
+                    ).close()
+    with h5recorder.open(tmp_path / "roundtrip.h5") as episode:
+        assert len(episode) == 12
+        step = episode[7]["observation"]
+        np.testing.assert_array_equal(step["joints"], np.float32([7, 0, -7]) / 10)
+        assert step["grip"] == 1 and step["it's \"odd\""] == 2
+        np.testing.assert_array_equal(episode["observation/grip"][:], [i % 2 for i in range(12)])

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import replace_file
 from ._format import STATUS_ATTRIBUTE
 from ._recorder import Recorder
 from ._recover import recover
@@ -203,7 +204,7 @@ def _stats(args: argparse.Namespace) -> int:
                 print(f"  value counts {np.asarray(stats['value_counts'])}")
     source = Path(args.source)
     out = Path(args.json) if args.json else (source if source.is_dir() else Path()) / "stats.json"
-    out.write_text(json.dumps(data.to_dict(), indent=1))
+    replace_file(out, json.dumps(data.to_dict(), indent=1).encode())
     print(f"written to {out}")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from typing import Any
 import h5py
 from h5py._objects import phil
 
+from ._files import replace_file
+from ._ring import _pid_alive
 from .errors import LiveError, RecorderError
 
 __all__ = ["LiveServer", "read_live", "register", "unregister"]
@@ -113,13 +116,65 @@ def _uninstall() -> None:
 # keeps filling the ring meanwhile, it never waits). The recorder then answers ``ok`` if the
 # pause held for the whole read, ``expired`` if it had to end it first: the reader then drops
 # what it read and asks again.
+#
+# The socket lies in a folder only this user may enter (``<tmp>/h5recorder-live-<uid>``, mode
+# 0700, checked after it is made: another user may have made it first), and a reader talks only
+# to a socket of its own user (or root), checked before it asks and, with ``SO_PEERCRED``,
+# after it connects: a sidecar names any socket, and anyone can write one where they may write.
 
 MAX_PAUSE = 2.0
 SIDECAR_SUFFIX = ".live"
+SOCKET_SUFFIX = ".sock"
+_TRUSTED_UIDS = frozenset({0, os.getuid()})
 
 
 def sidecar(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + SIDECAR_SUFFIX)
+
+
+def _is_private(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder (not a link) of this user that no one else may enter."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and stat.S_IMODE(info.st_mode) == 0o700
+    )
+
+
+def _socket_folder() -> tuple[Path, bool]:
+    """The folder for this user's sockets, and whether it is a fresh one, for one server only.
+
+    The shared folder is used when it is private; when it is not (made by another user first, a
+    link, a plain file, loose permissions), a fresh folder with an unpredictable name is.
+    """
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"h5recorder-live-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    if _is_private(folder):
+        return folder, False
+    return Path(tempfile.mkdtemp(prefix=f"{folder.name}-")), True
+
+
+def _sweep_stale_sockets(folder: Path) -> None:
+    """Remove the sockets of recorders that were killed (their pid starts the name)."""
+    for entry in folder.glob(f"*{SOCKET_SUFFIX}"):
+        try:
+            pid = int(entry.name.split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            try:
+                entry.unlink()
+            except OSError:
+                pass
 
 
 class LiveServer:
@@ -133,20 +188,24 @@ class LiveServer:
     ) -> None:
         import json
         import socket
-        import tempfile
 
         self.path = Path(path)
         self._pause = pause  # runs a function on the writer thread after a commit
         self._ring_fill = ring_fill  # share of the ring in use
-        folder = Path(tempfile.gettempdir()) / f"h5recorder-live-{os.getuid()}"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        self.address = str(folder / f"{os.getpid()}-{id(self):x}.sock")
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(self.address)
-        self._socket.listen(8)
         self._closed = False
-        info = {"pid": os.getpid(), "socket": self.address, "file": str(self.path.resolve())}
-        sidecar(self.path).write_text(json.dumps(info))
+        self._thread: threading.Thread | None = None
+        self._folder, self._own_folder = _socket_folder()
+        self.address = str(self._folder / f"{os.getpid()}-{id(self):x}{SOCKET_SUFFIX}")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _sweep_stale_sockets(self._folder)
+            self._socket.bind(self.address)
+            self._socket.listen(8)
+            info = {"pid": os.getpid(), "socket": self.address, "file": str(self.path.resolve())}
+            replace_file(sidecar(self.path), json.dumps(info).encode())
+        except BaseException:
+            self.close()  # nothing of a server that did not start is left behind
+            raise
         self._thread = threading.Thread(target=self._serve, name="h5recorder-live", daemon=True)
         self._thread.start()
 
@@ -205,7 +264,12 @@ class LiveServer:
         except OSError:
             pass
         self._socket.close()
-        if self._thread is not threading.current_thread():
+        if self._own_folder:
+            try:
+                self._folder.rmdir()
+            except OSError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(MAX_PAUSE + 5)
 
 
@@ -219,6 +283,35 @@ def _live_address(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no sidecar, or its recorder is gone (a crash): the file is at rest
     return str(info["socket"])
+
+
+def _refuse_untrusted(target: Path, address: str, connection: Any | None = None) -> None:
+    """Raise :class:`LiveError` unless the socket is this user's (or root's), file and peer."""
+    import socket
+    import struct
+
+    if connection is None:
+        try:
+            info = os.lstat(address)
+        except OSError:
+            return  # gone: the recorder is closing, and connecting fails
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid not in _TRUSTED_UIDS:
+            raise LiveError(
+                f"{target}: its sidecar names {address}, which is not a socket of this user "
+                f"(uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); refusing to use it"
+            )
+        return
+    if not hasattr(socket, "SO_PEERCRED"):
+        return  # not Linux: the owner of the socket file was checked
+    credentials = connection.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+    )
+    pid, uid, _ = struct.unpack("3i", credentials)
+    if uid not in _TRUSTED_UIDS:
+        raise LiveError(
+            f"{target}: the process answering on {address} (pid {pid}) runs as uid {uid}, "
+            f"not as this user (uid {os.getuid()}); refusing to talk to it"
+        )
 
 
 def read_live(
@@ -248,7 +341,8 @@ def read_live(
     Raises
     ------
     LiveError
-        No consistent snapshot after ``attempts`` tries (``read`` too slow for the pause).
+        No consistent snapshot after ``attempts`` tries (``read`` too slow for the pause), or
+        the file's sidecar names a socket of another user, which is never used.
     """
     import socket
 
@@ -259,10 +353,12 @@ def read_live(
         if address is None:
             with h5py.File(target, "r") as file:
                 return read(file)
+        _refuse_untrusted(target, address)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(30)
             try:
                 connection.connect(address)
+                _refuse_untrusted(target, address, connection)
                 connection.sendall(b"snapshot\n")
                 answers = connection.makefile("rb", buffering=0)
                 if answers.readline().strip() != b"ready":

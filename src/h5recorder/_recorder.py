@@ -448,7 +448,15 @@ class Recorder:
             journal=self._journal,
         )
         self._writer.start()
-        self._live = _live.LiveServer(self.filename, self._pause_for_reader, self._ring_fill)
+        try:
+            self._live = _live.LiveServer(self.filename, self._pause_for_reader, self._ring_fill)
+        except OSError as error:  # a temp folder we cannot use, a path too long for a socket
+            warnings.warn(
+                f"{self.filename}: the live socket did not start, so read_live in other "
+                f"processes cannot pause this recording for a snapshot: {error}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _stop(self) -> BaseException | None:
         """Drain, commit and stop the writer; return its error, if any."""

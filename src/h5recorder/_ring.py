@@ -39,18 +39,29 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_stale_segments() -> list[str]:
-    """Remove shared-memory segments left by recorders whose process is gone."""
+    """Remove this user's shared-memory segments left by recorders whose process is gone.
+
+    Anyone can create a file with our prefix: segments of other users are left alone, and one
+    that cannot be removed is skipped, so a sweep never stops a recorder from starting.
+    """
     removed: list[str] = []
     if not SHM_DIR.is_dir():
         return removed
+    uid = os.getuid()
     for entry in SHM_DIR.glob(f"{SHM_PREFIX}*"):
         try:
             pid = int(entry.name[len(SHM_PREFIX) :].split("_", 1)[0])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if _pid_alive(pid):
+            continue
+        try:
+            if entry.lstat().st_uid != uid:
+                continue
             entry.unlink(missing_ok=True)
-            removed.append(entry.name)
+        except OSError:
+            continue
+        removed.append(entry.name)
     return removed
 
 

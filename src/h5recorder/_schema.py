@@ -396,7 +396,9 @@ class Plan:
                 "return False"
             )
             for key, child in node.children.items():
-                visit(child, f"{mapping}.get({key!r}, MISSING)")
+                name = f"k{next(counter)}"
+                names[name] = key  # bound, not spelled out: any str subclass is a key
+                visit(child, f"{mapping}.get({name}, MISSING)")
 
         for position, node in enumerate(self.slots):
             if node is None:

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import queue
+import secrets
 import shutil
 import threading
 import time
@@ -53,6 +54,7 @@ import numpy as np
 
 from . import native  # type: ignore[attr-defined]  # mapped from native/
 from ._crew import Crew, helpers_for_this_machine
+from ._files import replace_file
 from ._format import STATUS_ATTRIBUTE, parse_compression
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
@@ -233,13 +235,8 @@ def place_file(
     user_block = image.id.get_create_plist().get_userblock()
     data = bytes(user_block) + image.id.get_file_image()  # the image leaves the block out
     image.close()
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.creating.h5")
-    with open(temporary, "wb") as out:
-        out.write(data)
-        if sync:
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.creating.h5")
+    replace_file(path, data, sync=sync, temporary=str(temporary))
     if sync:
         folder = os.open(path.parent, os.O_RDONLY)
         try:

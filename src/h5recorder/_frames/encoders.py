@@ -19,8 +19,9 @@ gray        isal, imagecodecs, Pillow               fpng cannot write gray
 with zlib's run-length strategy and the ``SUB`` filter; ``pillow`` always installs. fpng
 writes RGB at ``compress_level`` 1 only (it has one setting); other levels go to the next.
 
-This module imports numpy and nothing of the package beyond :mod:`h5recorder.errors`, so
-worker processes stay small; the encoder libraries are imported when first used.
+This module imports numpy and nothing of the package beyond :mod:`h5recorder.errors` and
+:mod:`h5recorder._files`, so worker processes stay small; the encoder libraries are imported
+when first used.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import replace_file
 from ..errors import SchemaError
 
 __all__ = [
@@ -137,7 +139,7 @@ def encode_png(
     compress_level: int = 1,
     encoder: str = "auto",
 ) -> int:
-    """Write one frame as a PNG file, through ``<path>.part`` and a rename; return its size.
+    """Write one frame as a PNG file, through ``<path>.<random>.part`` and a rename; its size.
 
     ``frame`` is any array :func:`check_image` accepts; the file decodes to exactly it (a
     uint16 frame as a 16-bit PNG). ``encoder`` is one of :data:`ENCODERS`. Runs in the
@@ -156,10 +158,7 @@ def write_png(
 ) -> int:
     """Write ``frame`` (already checked) with the encoder ``chosen`` for its kind; its size."""
     data = png_bytes(frame, compress_level, chosen)
-    part = path + ".part"
-    with open(part, "wb") as file:
-        file.write(data)
-    os.replace(part, path)
+    replace_file(path, data)
     return len(data)
 
 

@@ -22,7 +22,8 @@ Contract
 - A frame that cannot be written (a folder that is not writable, a segment that is gone)
   becomes a :class:`FrameError` naming its path; :meth:`FramePool.check` raises it in the
   caller's thread. Nothing is swallowed.
-- Each file is written to ``<path>.part`` and renamed, so a reader never sees half a PNG.
+- Each file is written to a new ``<path>.<random>.part`` and renamed, so a reader never sees
+  half a PNG and nothing planted at either name is written through.
 - Threads: one dispatcher thread per pool talks to the workers; every public method may be
   called from any thread.
 """
@@ -77,6 +78,15 @@ class _Job:
         self.path = path
         self.task = task
         self.attempts = 0
+
+
+def _worker_path() -> list[str]:
+    """This process's import path for a worker, absolute, without the current folder.
+
+    An empty entry means "the current folder": a worker never imports from there (a ``json.py``
+    left in it would run inside every worker).
+    """
+    return [os.path.abspath(entry) for entry in map(os.fspath, sys.path) if entry]
 
 
 class _Worker:
@@ -435,13 +445,14 @@ class FramePool:
             process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-I",  # no cwd or script folder on its path, no PYTHON* variables
                     "-c",
                     BOOTSTRAP,
                     str(child.fileno()),
                     str(self.compress_level),
                     json.dumps(self.encoders),
                     os.path.dirname(os.path.dirname(__file__)),
-                    json.dumps([os.fspath(entry) for entry in sys.path]),
+                    json.dumps(_worker_path()),
                 ],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,

@@ -3,7 +3,7 @@
 A worker is a fresh interpreter started by :class:`~h5recorder._frames.pool.FramePool` with
 :data:`BOOTSTRAP`. It imports this package, numpy and the chosen encoders, nothing else. It
 reads each frame in place from the shared-memory ring (a transient file for frames given as
-arrays), writes the PNG through ``<path>.part`` and a rename, and answers each batch with one
+arrays), writes the PNG through ``<path>.<random>.part`` and a rename, answers each batch with one
 message: per job, ``None`` or the exception (pickled, or a stand-in) and its traceback, and
 the seconds the batch took.
 """
@@ -134,7 +134,9 @@ def serve(fd: int, compress_level: int, chosen: dict[str, str]) -> None:
 
 
 # The worker's command line: it imports this module under a bare stand-in for the package, so
-# that ``h5recorder/__init__`` (h5py, numba, ...) never runs.
+# that ``h5recorder/__init__`` (h5py, numba, ...) never runs. It runs isolated (``-I``), so its
+# first imports come from the standard library, never from the current folder; the path it
+# imports the rest from is the parent's, passed explicitly.
 BOOTSTRAP = """\
 import json, sys, types
 sys.path[:] = json.loads(sys.argv[5])
