@@ -211,7 +211,7 @@ class McapWriter:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._writer.finish()
+            self._writer.finish()  # type: ignore[no-untyped-call]
             self._file.close()
 
 

@@ -242,9 +242,8 @@ def workload(
                     "state": {"joints": _vector(rng, 30, 0.5)},
                 }
             )
-        return Workload(
-            name, observation, None, state, bank, [f"camera_{k}" for k in range(cameras)] + ["depth"]
-        )
+        keys = [f"camera_{k}" for k in range(cameras)] + ["depth"]
+        return Workload(name, observation, None, state, bank, keys)
     if name == "proprio":
         state = spaces.Dict(
             {
