@@ -19,7 +19,7 @@ from ._format import STATUS_ATTRIBUTE
 from ._recorder import Recorder
 from ._recover import recover
 from ._writer import Status
-from .errors import RecorderError, RecoveryError, SchemaError
+from .errors import ReadError, RecorderError, RecoveryError, SchemaError
 from .workloads import WORKLOADS, workload
 
 
@@ -150,7 +150,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from ._inspect import render, summarize
     from ._read import open_episode
-    from .errors import ReadError
 
     code = 0
     summaries = []
@@ -180,7 +179,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     try:
         data = dataset(args.source)
-    except (FileNotFoundError, SchemaError) as error:
+    except (FileNotFoundError, SchemaError, ReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     closed = sum(e.closed for e in data.episodes)
@@ -211,7 +210,6 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _view(args: argparse.Namespace) -> int:
     from ._view import view
-    from .errors import ReadError
 
     try:
         kinds = view(args.path, save=args.save, keys=args.key)

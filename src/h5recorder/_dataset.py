@@ -11,7 +11,6 @@ bound is the sum of the episodes' bounds over the total count.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -22,10 +21,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._format import STATUS_ATTRIBUTE, jsonable
+from ._format import jsonable
 from ._schema import ROOTS
 from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
-from .errors import SchemaError
+from ._untrusted import Checked, check_recording, check_rows
+from .errors import ReadError, SchemaError
 
 __all__ = ["Dataset", "EpisodeInfo", "dataset", "episode_paths"]
 
@@ -156,21 +156,13 @@ def episode_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
     return found
 
 
+def _checked(file: h5py.File) -> Checked:
+    """The file's attributes and the datasets under its roots, checked (``_untrusted``)."""
+    return check_recording(file, [root for root in ROOTS if root in file])
+
+
 def _layout(file: h5py.File) -> dict[str, h5py.Dataset]:
-    datasets: dict[str, h5py.Dataset] = {}
-
-    def visit(name: str, node: Any) -> None:
-        if isinstance(node, h5py.Dataset):
-            datasets[name] = node
-
-    for root in ROOTS:
-        if root in file:
-            node = file[root]
-            if isinstance(node, h5py.Dataset):
-                datasets[root] = node
-            else:
-                node.visititems(lambda name, item, root=root: visit(f"{root}/{name}", item))
-    return datasets
+    return dict(_checked(file).datasets)
 
 
 def _schema_of(datasets: dict[str, h5py.Dataset]) -> dict[str, LeafSchema]:
@@ -195,17 +187,16 @@ def _difference(first: dict[str, LeafSchema], other: dict[str, LeafSchema]) -> s
 _STAT_KEYS = ("stats_count", "stats_min", "stats_max", "stats_mean", "stats_std")
 
 
-def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> tuple[
+def _episode(path: Path, datasets: dict[str, h5py.Dataset], checked: Checked) -> tuple[
     EpisodeInfo, dict[str, dict[str, Any]]
 ]:
-    size = int(file.attrs.get("size", 0))
-    status: dict[str, Any] = {}
-    if STATUS_ATTRIBUTE in file.attrs:
-        status = json.loads(file.attrs[STATUS_ATTRIBUTE])
+    size = checked.size or 0
+    status: dict[str, Any] = checked.status or {}
     stats: dict[str, dict[str, Any]] = {}
     closed = bool(datasets)
     longest = 0
     for name, node in datasets.items():
+        check_rows(node, name, min(size, node.shape[0] if node.shape else 0))
         longest = max(longest, node.shape[0])
         attrs = node.attrs
         entry: dict[str, Any]
@@ -214,8 +205,11 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], file: h5py.File) -> 
         except KeyError:
             blob = None
         if blob is not None:
-            entry = dict(unpack_summary(blob))
-            entry["summaries"] = summaries_from_fields(entry)
+            try:
+                entry = dict(unpack_summary(blob))
+                entry["summaries"] = summaries_from_fields(entry)
+            except (ValueError, TypeError, KeyError, IndexError) as error:
+                raise ReadError(f"{name}: stats_summary cannot be unpacked ({error})") from error
         else:  # strings, leaves too wide for one attribute, files not closed
             present = set(attrs)
             if "stats_count" not in present:
@@ -324,6 +318,8 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
     ------
     SchemaError
         Naming the first file whose layout differs from the first file's, and how.
+    ReadError
+        Naming a file whose attributes or layout cannot be believed (see ``h5recorder.open``).
     FileNotFoundError
         When ``source`` holds no episode, or names a file that does not exist.
     """
@@ -337,7 +333,11 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
         except OSError as error:
             raise SchemaError(f"{path}: not a readable HDF5 file ({error})") from error
         with file:
-            datasets = _layout(file)
+            try:
+                checked = _checked(file)
+            except ReadError as error:
+                raise ReadError(f"{path}: {error}") from error
+            datasets = dict(checked.datasets)
             this = _schema_of(datasets)
             if schema is None:
                 schema = this
@@ -347,7 +347,10 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
                 raise SchemaError(
                     f"{path} does not share the schema of {paths[0]}: {_difference(schema, this)}"
                 )
-            info, stats = _episode(path, datasets, file)
+            try:
+                info, stats = _episode(path, datasets, checked)
+            except ReadError as error:
+                raise ReadError(f"{path}: {error}") from error
         episodes.append(info)
         if info.closed:
             for name, entry in stats.items():

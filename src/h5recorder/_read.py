@@ -28,15 +28,21 @@ from gymnasium import spaces
 
 from ._format import (
     CLOSED_ATTRIBUTE,
-    FRAMES_ATTRIBUTE,
-    OPTIONS_ATTRIBUTE,
     RECOVERED_ATTRIBUTE,
     SPACE_ATTRIBUTE,
-    STATUS_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
 )
-from ._schema import ROOTS, TEXT_MAX_LENGTH, space_from_json
+from ._schema import TEXT_MAX_LENGTH, space_from_json
+from ._untrusted import (
+    MAX_ITEM_ELEMENTS,
+    check_dataset,
+    check_description,
+    check_recording,
+    check_rows,
+    json_attribute,
+    roots_of,
+)
 from .errors import ReadError, SchemaError
 
 __all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
@@ -52,16 +58,9 @@ DIRECT_CHUNK_BYTES = 512 << 10
 
 
 def _json_attr(obj: h5py.HLObject, name: str) -> Any:
-    """A JSON attribute, or None when it is absent or not JSON (mbodied writes Python reprs)."""
-    raw = obj.attrs.get(name)
-    if raw is None:
-        return None
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    try:
-        return json.loads(str(raw))
-    except ValueError:
-        return None
+    """A JSON attribute, or None when it is absent or not JSON (mbodied writes Python reprs);
+    size and depth checked (``_untrusted``)."""
+    return json_attribute(obj, name, object)
 
 
 def _scalar(value: Any) -> Any:
@@ -98,6 +97,9 @@ def _space_from_schema(schema: Any) -> spaces.Space[Any] | None:
     while isinstance(schema, Mapping) and schema.get("type") == "array" and "items" in schema:
         shape.append(int(schema.get("maxItems", 0)))
         schema = schema["items"]
+    if math.prod(shape) > MAX_ITEM_ELEMENTS:
+        raise ReadError(f"an item of a Tuple: expected at most {MAX_ITEM_ELEMENTS} elements, "
+                        f"its schema gives the shape {shape}")
     if isinstance(schema, Mapping) and "dtype" in schema:
         dtype = np.dtype(schema["dtype"])
         if schema.get("minimum") == 0 and schema.get("maximum") == 1 and dtype == np.int8:
@@ -148,6 +150,9 @@ def _legacy_space(obj: h5py.Group | h5py.Dataset) -> spaces.Space[Any]:
         if rebuilt is not None:
             return rebuilt
         length = int(_scalar(attrs.get("tuple_length", 0)))
+        if not 0 <= length <= MAX_ITEM_ELEMENTS:
+            raise ReadError(f"{obj.name}: tuple_length: expected 0 to {MAX_ITEM_ELEMENTS}, "
+                            f"found {length}")
         # the reference writes no item spaces: each item is read back as JSON gives it
         return spaces.Tuple([spaces.Text(TEXT_MAX_LENGTH) for _ in range(length)])
     if h5py.check_string_dtype(dtype) is not None:
@@ -168,7 +173,8 @@ def _legacy_space(obj: h5py.Group | h5py.Dataset) -> spaces.Space[Any]:
 
 def _space_of(obj: h5py.Group | h5py.Dataset) -> spaces.Space[Any]:
     description = _json_attr(obj, SPACE_ATTRIBUTE)
-    if isinstance(description, Mapping):
+    if description is not None:
+        check_description(description, obj, obj.name or "?")  # before it allocates bounds
         return space_from_json(description)
     return _legacy_space(obj)
 
@@ -463,16 +469,6 @@ class Health:
         return not self.problems
 
 
-def _walk(
-    node: h5py.Group | h5py.Dataset, name: str, found: list[tuple[str, h5py.Dataset]]
-) -> None:
-    if isinstance(node, h5py.Dataset):
-        found.append((name, node))
-        return
-    for key in node:
-        _walk(node[key], f"{name}/{key}", found)
-
-
 def _order(space: spaces.Space[Any], name: str) -> list[str]:
     if isinstance(space, spaces.Dict):
         return [leaf for key, sub in space.spaces.items() for leaf in _order(sub, f"{name}/{key}")]
@@ -501,22 +497,22 @@ class Episode:
     def _load(self) -> None:
         file = self.file
         attrs = file.attrs
-        roots = [key for key in ROOTS if key in file] + sorted(
-            key for key in file if key not in ROOTS
-        )
+        roots = roots_of(file)
         if not roots:
             raise ReadError(
                 f"{self.path}: no observation, action, state or supervision in this file; "
                 "it was not written by a recorder (or no space was ever configured)"
             )
-        datasets: list[tuple[str, h5py.Dataset]] = []
-        for root in roots:
-            _walk(file[root], root, datasets)
+        try:
+            checked = check_recording(file, roots)
+        except ReadError as error:
+            raise ReadError(f"{self.path}: {error}") from error
+        datasets = checked.datasets
         rows = {name: int(dataset.shape[0]) if dataset.shape else 0 for name, dataset in datasets}
         self._notes: list[str] = []
         self._problems: list[str] = []
-        if "size" in attrs:
-            self.size = int(_scalar(attrs["size"]))
+        if checked.size is not None:
+            self.size = checked.size
         else:
             self.size = min(rows.values()) if rows else 0
             self._notes.append(f"no 'size' attribute: {self.size} steps taken from the datasets")
@@ -532,20 +528,32 @@ class Episode:
         try:
             self.spaces: dict[str, spaces.Space[Any]] = {root: _space_of(file[root])
                                                          for root in roots}
-        except (KeyError, ValueError, TypeError) as error:
+        except ReadError as error:
+            raise ReadError(f"{self.path}: {error}") from error
+        except (KeyError, ValueError, TypeError, OverflowError) as error:
             raise ReadError(f"{self.path}: cannot rebuild the spaces from the attributes "
                             f"({error!r})") from error
         by_name = dict(datasets)
         self.columns: dict[str, Column] = {}
         for root, space in self.spaces.items():
             for name in _order(space, root):
+                if name not in by_name:
+                    raise ReadError(f"{self.path}: the spaces name a leaf {name!r}, the file "
+                                    "holds no dataset there")
                 parts = name.split("/")
                 self.columns[name] = Column(
                     name, by_name[name], _sub_space(space, parts[1:]), self.length
                 )
+        try:
+            for name, column in self.columns.items():
+                check_rows(column.dataset, name, self.length)
+        except ReadError as error:
+            raise ReadError(f"{self.path}: {error}") from error
         self.time: Time | None = self._load_time()
-        self.status: dict[str, Any] | None = _json_attr(file, STATUS_ATTRIBUTE)
-        self.options: dict[str, Any] | None = _json_attr(file, OPTIONS_ATTRIBUTE)
+        self.status: dict[str, Any] | None = checked.status
+        self.options: dict[str, Any] | None = checked.options
+        self._frames_info: dict[str, Any] | None = checked.frames
+        self._recovered: dict[str, Any] | None = checked.recovered
         version = attrs.get(VERSION_ATTRIBUTE)
         self.version: str | None = (
             version.decode() if isinstance(version, bytes) else None if version is None
@@ -560,9 +568,12 @@ class Episode:
         try:
             group = self.file[reference]
             columns = [
-                Column(name, group[name], spaces.Box(0, 0, (), np.int64), self.length)
+                Column(name, check_dataset(group, name, 0), spaces.Box(0, 0, (), np.int64),
+                       self.length)
                 for name in ("monotonic_ns", "wall_ns")
             ]
+        except ReadError as error:
+            raise ReadError(f"{self.path}: the time columns: {error}") from error
         except (KeyError, ValueError, OSError) as error:
             self._problems.append(f"the time columns cannot be read ({error})")
             return None
@@ -570,6 +581,11 @@ class Episode:
         if short:
             self._problems.append(f"the time columns {short} hold fewer rows than the steps")
             return None
+        try:
+            for column in columns:
+                check_rows(column.dataset, column.name, self.length)
+        except ReadError as error:
+            raise ReadError(f"{self.path}: the time columns: {error}") from error
         return Time(*columns)
 
     # -- the mapping and sequence faces --------------------------------------------------
@@ -702,7 +718,7 @@ class Episode:
         Files without it (mbodied's, or no key saved): ``<stem>_frames`` for a leaf named
         ``image`` when that folder holds PNG files.
         """
-        info = _json_attr(self.file, FRAMES_ATTRIBUTE)
+        info = self._frames_info
         if isinstance(info, Mapping) and info.get("keys"):
             keys = [str(key) for key in info["keys"]]
             if len(keys) == 1:
@@ -790,7 +806,7 @@ class Episode:
                     f"(e.g. {name}: {extra} more; mbodied's recorder over-allocates); "
                     "they are not read"
                 )
-        recovered = _json_attr(self.file, RECOVERED_ATTRIBUTE)
+        recovered = self._recovered
         if closed is False and recovered is not None and not self.rows_past_size:
             problems.append("the recorder did not close this file; 'h5recorder recover' mended "
                             "it: the steps after its last commit are lost")
@@ -817,7 +833,7 @@ class Episode:
 
     def missing_frames(self) -> list[str]:
         """PNG files of saved leaves that are not on disk (listed by the recorder, or absent)."""
-        info = _json_attr(self.file, FRAMES_ATTRIBUTE)
+        info = self._frames_info
         if not isinstance(info, Mapping):
             return []
         listed = [str(path) for path in info.get("missing", [])]
