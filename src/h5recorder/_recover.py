@@ -17,9 +17,12 @@ What a killed recorder leaves (see ``_writer``), and what is done about it:
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +31,10 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
 from ._format import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE
-from ._journal import roll_back
-from .errors import RecoveryError
+from ._journal import SIGNATURE, apply_journal, read_journal
+from ._live import sidecar
+from ._untrusted import check_recording, check_rows, check_storage, roots_of
+from .errors import ReadError, RecoveryError
 
 __all__ = ["RecoveryReport", "all_datasets", "recover"]
 
@@ -61,7 +66,6 @@ class RecoveryReport:
         return "\n".join(lines)
 
 
-SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MASK32 = 0xFFFFFFFF
 
 
@@ -113,34 +117,31 @@ def _final_step(
     return values[0], values[1], values[2]
 
 
-def raise_end_of_allocation(path: Path) -> int:
-    """Raise the superblock's end of allocation to the file's length; return by how much.
+def end_of_allocation(
+    read: Callable[[int, int], bytes], length: int
+) -> tuple[int, bytes, int] | None:
+    """The superblock with its end of allocation raised to ``length``: ``(offset, bytes, by
+    how much)``, or None when nothing is to be raised. ``read(offset, count)`` reads the file.
 
-    The superblock is at 0 or, after a user block, at 512, 1024, 2048, ... bytes. Only the
-    versions 2 and 3 the recorder writes (offsets of 8 bytes) are mended.
+    Only the versions 2 and 3 the recorder writes (offsets of 8 bytes) are mended.
     """
-    length = os.path.getsize(path)
-    with open(path, "r+b") as file:
-        at = 0
-        while at < length:
-            file.seek(at)
-            block = bytearray(file.read(48))
-            if block[:8] == SIGNATURE:
-                break
-            at = 512 if at == 0 else at * 2
-        else:
-            return 0
-        if len(block) < 48 or block[8] not in (2, 3) or block[9] != 8:
-            return 0
-        base = int(struct.unpack_from("<Q", block, 12)[0])
-        end = base + int(struct.unpack_from("<Q", block, 28)[0])
-        if end >= length:
-            return 0
-        struct.pack_into("<Q", block, 28, length - base)
-        struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
-        file.seek(at)
-        file.write(block)
-    return length - end
+    at = 0
+    while at < length:
+        if read(at, len(SIGNATURE)) == SIGNATURE:
+            break
+        at = 512 if at == 0 else at * 2
+    else:
+        return None
+    block = bytearray(read(at, 48))
+    if len(block) < 48 or block[8] not in (2, 3) or block[9] != 8:
+        return None
+    base = int(struct.unpack_from("<Q", block, 12)[0])
+    end = base + int(struct.unpack_from("<Q", block, 28)[0])
+    if end >= length or base > at:
+        return None
+    struct.pack_into("<Q", block, 28, length - base)
+    struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
+    return at, bytes(block), length - end
 
 
 def all_datasets(file: h5py.File) -> list[h5py.Dataset]:
@@ -165,6 +166,8 @@ def all_datasets(file: h5py.File) -> list[h5py.Dataset]:
 
 
 def _readable_rows(dataset: h5py.Dataset, rows: int) -> int:
+    """The rows below ``rows`` that read back, a chunk at a time (``rows`` was checked against
+    the chunks the file stores: the work is bounded by the file's length)."""
     step = dataset.chunks[0] if dataset.chunks else max(1, rows)
     for start in range(0, rows, step):
         try:
@@ -174,42 +177,181 @@ def _readable_rows(dataset: h5py.Dataset, rows: int) -> int:
     return rows
 
 
+class _View(io.RawIOBase):
+    """The file ``fd`` as it will be once ``writes`` are made and it is cut to ``length``,
+    read-only: HDF5 checks what recover would write before anything is written."""
+
+    def __init__(self, fd: int, writes: list[tuple[int, bytes]], length: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.writes = list(writes)
+        self.length = length
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read_at(self, offset: int, count: int) -> bytes:
+        count = max(0, min(count, self.length - offset))
+        data = bytearray(os.pread(self.fd, count, offset).ljust(count, b"\0"))
+        for start, patch in self.writes:
+            low, high = max(offset, start), min(offset + count, start + len(patch))
+            if low < high:
+                data[low - offset : high - offset] = patch[low - start : high - start]
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read_at(self.position, len(view))
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Hold an exclusive lock on the file until ``fd`` is closed, or say who holds one.
+
+    Linux's open file description locks conflict with the recorder's (``_journal``), even one
+    in this process, and closing another descriptor of the file (HDF5's) does not drop them.
+    """
+    setlk = getattr(fcntl, "F_OFD_SETLK", None)
+    if setlk is None:  # not Linux: a process lock, dropped when any descriptor is closed
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            raise RecoveryError(f"{path}: it is locked by another process (being "
+                                "recorded?); recover it once that process has ended") from error
+        return
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        fcntl.fcntl(fd, setlk, request)
+    except OSError as error:
+        holder = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request))[4]
+        who = f"process {holder}" if holder > 0 else "another recover"
+        raise RecoveryError(f"{path}: {who} holds a lock on it (a recorder writing it, or a "
+                            "recover mending it); recover it once that has ended") from error
+
+
+def _refuse_live(path: Path) -> None:
+    """Refuse a file whose live sidecar names a process that is running."""
+    try:
+        text = sidecar(path).read_text()[:4096]
+        pid = int(json.loads(text)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no sidecar, or one that names no process
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # its recorder is gone (a crash): the file is at rest
+    except PermissionError:
+        pass  # running, as another user
+    raise RecoveryError(f"{path}: process {pid} is recording it ({sidecar(path).name} names it); "
+                        "recover it once that process has ended")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    size_before: int
+    size: int
+    trims: dict[str, int]
+    status: dict[str, Any] | None  # the status to store, None: no status attribute
+
+
+def _plan(file: h5py.File) -> _Plan:
+    """Check ``file`` as the reader does and decide what to trim; write nothing."""
+    checked = check_recording(file, roots_of(file))
+    datasets = []
+    for dataset in all_datasets(file):
+        check_storage(dataset, dataset.name or "?")
+        if dataset.shape and dataset.maxshape[0] is None:
+            datasets.append(dataset)
+    size_before = checked.size or 0
+    size = size_before
+    for dataset in datasets:
+        size = min(size, dataset.shape[0])
+    for dataset in datasets:
+        check_rows(dataset, dataset.name or "?", size)
+    for dataset in datasets:
+        size = _readable_rows(dataset, size)
+    trims = {d.name or "?": d.shape[0] - size for d in datasets if d.shape[0] > size}
+    status = None
+    if STATUS_ATTRIBUTE in file.attrs:
+        # None when rewritten in place by the commit in flight: its text (in HDF5's global
+        # heap) was replaced before the attribute pointing to it; counters are lost
+        status = dict(checked.status or {"unreadable_after_crash": True})
+        status["rows_committed"] = size
+    return _Plan(size_before, size, trims, status)
+
+
 def recover(path: str | Path) -> RecoveryReport:
     """Make ``path`` consistent after a crash; return what was done.
 
-    Raises :class:`RecoveryError` when the file cannot be opened at all.
+    The file is locked while it is mended. Everything is checked before anything is written:
+    a file refused is left as it was.
+
+    Raises :class:`RecoveryError` when the file cannot be opened, is being recorded (another
+    process holds its lock, or its live sidecar names a running process), or holds what a
+    crash cannot leave (see ``_untrusted``); the message says which.
     """
     path = Path(path)
     try:
-        rolled_back = roll_back(path)
-        end_raised = raise_end_of_allocation(path)
-        file = h5py.File(path, "r+")
+        fd = os.open(path, os.O_RDWR)
     except OSError as error:
         raise RecoveryError(f"{path}: cannot open the file ({error})") from error
-    with file:
-        # per-step time included: its group is reached from the root's ``recorder_time``
-        datasets = [d for d in all_datasets(file) if d.shape and d.maxshape[0] is None]
-        size_before = int(file.attrs.get("size", 0))
-        size = size_before
-        for dataset in datasets:
-            size = min(size, dataset.shape[0])
-            size = _readable_rows(dataset, size)
-        trimmed: dict[str, int] = {}
-        for dataset in datasets:
-            if dataset.shape[0] > size:
-                trimmed[dataset.name or "?"] = dataset.shape[0] - size
-                dataset.resize(size, axis=0)
-        file.attrs["size"] = size
-        file.attrs[RECOVERED_ATTRIBUTE] = json.dumps(
-            {"size_before": size_before, "size_after": size, "trimmed": trimmed}
-        )
-        if STATUS_ATTRIBUTE in file.attrs:
-            try:
-                status = json.loads(file.attrs[STATUS_ATTRIBUTE])
-            except (OSError, ValueError):
-                # rewritten in place by the commit in flight: its text (in HDF5's global
-                # heap) was replaced before the attribute pointing to it; counters are lost
-                status = {"unreadable_after_crash": True}
-            status["rows_committed"] = size
-            file.attrs[STATUS_ATTRIBUTE] = json.dumps(status)
-    return RecoveryReport(path, size_before, size, trimmed, end_raised, rolled_back)
+    try:
+        _lock(fd, path)
+        _refuse_live(path)
+        try:
+            journal = read_journal(fd)
+        except RecoveryError as error:
+            raise RecoveryError(f"{path}: {error}; refused, nothing was written") from error
+        length = os.fstat(fd).st_size
+        view = _View(fd, *((journal.writes, journal.length) if journal else ([], length)))
+        superblock = end_of_allocation(view.read_at, view.length)
+        if superblock is not None:
+            view.writes.append(superblock[:2])
+        try:
+            with h5py.File(view, "r") as file:
+                plan = _plan(file)
+        except ReadError as error:
+            raise RecoveryError(f"{path}: {error}; refused, nothing was written") from error
+        except OSError as error:
+            raise RecoveryError(f"{path}: cannot open the file ({error})") from error
+        # every check passed: the writes
+        if journal is not None:
+            apply_journal(fd, journal)
+        if superblock is not None:
+            os.pwrite(fd, superblock[1], superblock[0])
+        with h5py.File(path, "r+") as file:
+            for dataset in all_datasets(file):  # as checked: the time group's have no name
+                if dataset.shape and dataset.maxshape[0] is None and dataset.shape[0] > plan.size:
+                    dataset.resize(plan.size, axis=0)
+            file.attrs["size"] = plan.size
+            file.attrs[RECOVERED_ATTRIBUTE] = json.dumps(
+                {"size_before": plan.size_before, "size_after": plan.size, "trimmed": plan.trims}
+            )
+            if plan.status is not None:
+                file.attrs[STATUS_ATTRIBUTE] = json.dumps(plan.status)
+    finally:
+        os.close(fd)
+    return RecoveryReport(
+        path,
+        plan.size_before,
+        plan.size,
+        plan.trims,
+        superblock[2] if superblock else 0,
+        journal.restored if journal else 0,
+    )
