@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import signal
@@ -14,7 +16,12 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
+from gymnasium import spaces
 
+import h5recorder
+from h5recorder import Recorder, RecoveryError
+from h5recorder._cli import main
+from h5recorder._recover import recover
 from h5recorder.workloads import photo_frames
 
 RATE = 500
@@ -184,3 +191,96 @@ def test_kill_9_during_close_leaves_a_readable_file(tmp_path, crash_frames, dela
     )
     assert f"{size} steps readable" in result.stdout
     assert check_rows(tmp_path / "crash.h5", crash_frames) == size
+
+
+LIVE_CHILD = """
+import sys, time
+import numpy as np
+from gymnasium import spaces
+from h5recorder import Recorder
+
+out_dir, steps = sys.argv[1], int(sys.argv[2])
+space = spaces.Box(-np.inf, np.inf, (4,), np.float64)
+recorder = Recorder("live", out_dir=out_dir, observation_space=space, image_keys_to_save=[],
+                    commit_interval=0.05)
+
+def record(first, last, seconds):
+    start = time.perf_counter()
+    for i in range(first, last):
+        recorder.record(observation=np.array([i, -i, i / 2, 1.0]))
+        while time.perf_counter() < start + (i - first + 1) * seconds / (last - first):
+            pass
+
+record(0, 50, 0.1)
+recorder.flush()
+print(recorder.filename, flush=True)
+record(50, steps, 2.0)  # recover is tried meanwhile
+recorder.flush()
+print("paused", flush=True)
+sys.stdin.readline()  # the file holds still: recover is tried again, bytes compared
+record(steps, 2 * steps, 0.5)
+recorder.close()
+print("done", flush=True)
+"""
+
+
+def test_recover_refuses_a_file_another_process_records(tmp_path):
+    """recover on a file being recorded refuses, names the process, changes no byte; the
+    recording goes on and every step reads back."""
+    steps = 2000
+    child = subprocess.Popen(
+        [sys.executable, "-c", LIVE_CHILD, str(tmp_path), str(steps)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        path = Path(child.stdout.readline().strip())
+        refusals = 0
+        ends = time.monotonic() + 1.5
+        while time.monotonic() < ends:  # while it records
+            with pytest.raises(RecoveryError, match=f"process {child.pid}"):
+                recover(path)
+            refusals += 1
+            time.sleep(0.05)
+        assert child.stdout.readline().strip() == "paused"
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        with pytest.raises(RecoveryError, match=f"process {child.pid}"):
+            recover(path)
+        assert main(["recover", str(path)]) == 1
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    assert refusals > 5
+    with h5recorder.open(path) as episode:
+        assert len(episode) == 2 * steps
+        assert episode.health.ok, episode.health.problems
+        values = np.asarray(episode["observation"])
+    i = np.arange(2 * steps, dtype=np.float64)
+    np.testing.assert_array_equal(values, np.stack([i, -i, i / 2, np.ones_like(i)], axis=1))
+
+
+def test_recover_refuses_a_file_whose_live_sidecar_names_a_running_process(tmp_path):
+    """Without the lock (a recorder between placing the file and locking it, or on a file
+    system without locks), the ``.live`` sidecar's running pid is enough to refuse."""
+    with Recorder("rest", out_dir=str(tmp_path), image_keys_to_save=[],
+                  observation_space=spaces.Box(-1.0, 1.0, (2,), np.float64)) as recorder:
+        recorder.record(observation=np.zeros(2))
+    path = recorder.filename
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (path.parent / (path.name + ".live")).write_text(json.dumps({"pid": sleeper.pid}))
+        before = path.read_bytes()
+        with pytest.raises(RecoveryError, match=f"process {sleeper.pid} is recording it"):
+            recover(path)
+        assert path.read_bytes() == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert recover(path).size_after == 1  # its process gone: the file is at rest
