@@ -13,6 +13,11 @@ What a killed recorder leaves (see ``_writer``), and what is done about it:
   below ``size`` is checked to read back, ``size`` is lowered to the longest readable prefix
   if one does not, and every dataset is trimmed to exactly ``size`` rows, as ``close()``
   would have done.
+
+Before any of that, a file that another process records is refused (its recorder's lock, or a
+``.live`` sidecar naming a running process), and the file is locked until recover is done.
+What the mending would write is first checked through a read-only view of the file as it would
+be: a file holding what a crash cannot leave (``_untrusted``) is refused and left as it was.
 """
 
 from __future__ import annotations
