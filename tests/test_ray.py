@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,9 @@ def test_a_schema_mismatch_is_named(folder, tmp_path):
     with h5py.File(tmp_path / "b.h5", "r+") as file:  # another rig: 6 joints, not 7
         del file["observation/joints"]
         file["observation"].create_dataset("joints", data=np.zeros((20, 6), np.float32))
+        described = json.loads(file["observation"].attrs["recorder_space"])
+        described["spaces"]["joints"]["shape"] = [6]  # a file the reader believes
+        file["observation"].attrs["recorder_space"] = json.dumps(described)
     with pytest.raises(SchemaError, match=r"b\.h5 does not share the schema of .*a\.h5.*joints"):
         read_episodes(tmp_path)
 
