@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import native  # type: ignore[attr-defined]  # mapped from native/
+from . import native
 from ._schema import Leaf
 from .errors import WriterError
 

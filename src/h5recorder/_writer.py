@@ -52,7 +52,7 @@ import blosc2  # imported before the recorder registers its exit hook, so it out
 import h5py
 import numpy as np
 
-from . import native  # type: ignore[attr-defined]  # mapped from native/
+from . import native
 from ._crew import Crew, helpers_for_this_machine
 from ._files import replace_file
 from ._format import STATUS_ATTRIBUTE, parse_compression

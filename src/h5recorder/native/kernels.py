@@ -13,13 +13,15 @@ value (``count_values``), or once for all when the table covers every value of t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
-_OPTIONS = {"cache": True, "nogil": True, "boundscheck": False}
+_kernel = njit(cache=True, nogil=True, boundscheck=False)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def fold_rows(ring, start, count, out, out_row, width, n, mean, m2, low, high):  # type: ignore[no-untyped-def]
     """Copy ``count`` rows of ``ring`` (2-D, wrapping) from ``start`` into ``out[out_row:]``.
 
@@ -61,7 +63,7 @@ def fold_rows(ring, start, count, out, out_row, width, n, mean, m2, low, high): 
     _merge(n, mean, m2, low, high, per_stat, block_mean, block_m2, block_low, block_high)
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _merge(n, mean, m2, low, high, count, block_mean, block_m2, block_low, block_high):  # type: ignore[no-untyped-def]
     """Chan's merge of a block's (count, mean, m2) into the running totals."""
     total = n[0] + count
@@ -79,7 +81,7 @@ def _merge(n, mean, m2, low, high, count, block_mean, block_m2, block_low, block
 TABLES = 4  # histogram copies filled in turn, so that equal neighbours do not wait on each other
 
 
-@njit(**_OPTIONS)
+@_kernel
 def histogram_rows(ring, start, count, out, out_row, width, histogram):  # type: ignore[no-untyped-def]
     """``fold_rows`` for unsigned integers of at most 16 bits: count every value.
 
@@ -135,7 +137,7 @@ def histogram_rows(ring, start, count, out, out_row, width, histogram):  # type:
     return True
 
 
-@njit(**_OPTIONS)
+@_kernel
 def sketch_rows(ring, start, count, width, levels, fills, passes, errors, counts):  # type: ignore[no-untyped-def]
     """Add ``count`` ring rows (2-D, wrapping) from ``start`` to one quantile sketch per column.
 
@@ -182,7 +184,7 @@ def sketch_rows(ring, start, count, width, levels, fills, passes, errors, counts
     return -1
 
 
-@njit(**_OPTIONS)
+@_kernel
 def _push(levels, fills, passes, run, merged, errors, c):  # type: ignore[no-untyped-def]
     """Add the sorted ``run`` (half a level) to level 1, compacting upwards while levels fill."""
     half = run.shape[0]
@@ -210,7 +212,7 @@ def _push(levels, fills, passes, run, merged, errors, c):  # type: ignore[no-unt
     return False
 
 
-@njit(**_OPTIONS)
+@_kernel
 def count_values(ring, start, count, offset, counts):  # type: ignore[no-untyped-def]
     """Add to ``counts[v - offset]`` for each of ``count`` values of ``ring`` from ``start``.
 
@@ -235,7 +237,7 @@ BINS_PER_OCTAVE = 16
 SMALLEST_NS = 64.0
 
 
-@njit(**_OPTIONS)
+@_kernel
 def merge_intervals(stamps, start, count, previous, histogram):  # type: ignore[no-untyped-def]
     """Add the intervals between consecutive ``stamps`` (ns, wrapping ring) to ``histogram``.
 
@@ -261,7 +263,7 @@ def merge_intervals(stamps, start, count, previous, histogram):  # type: ignore[
     return longest
 
 
-def warm_up(dtypes: list[np.dtype]) -> None:  # type: ignore[type-arg]
+def warm_up(dtypes: list[np.dtype[Any]]) -> None:
     """Compile (or load from the cache) every kernel for the given ring dtypes."""
     stats = (np.zeros(1), np.zeros(1), np.zeros(1), np.full(1, np.inf), np.full(1, -np.inf))
     for dtype in dtypes:
