@@ -21,8 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._format import jsonable
-from ._schema import ROOTS
+from ._format import ROOTS, jsonable
 from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
 from ._untrusted import Checked, check_recording, check_rows
 from .errors import ReadError, SchemaError
@@ -159,10 +158,6 @@ def episode_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
 def _checked(file: h5py.File) -> Checked:
     """The file's attributes and the datasets under its roots, checked (``_untrusted``)."""
     return check_recording(file, [root for root in ROOTS if root in file])
-
-
-def _layout(file: h5py.File) -> dict[str, h5py.Dataset]:
-    return dict(_checked(file).datasets)
 
 
 def _schema_of(datasets: dict[str, h5py.Dataset]) -> dict[str, LeafSchema]:

@@ -1,7 +1,7 @@
 """What a recording holds, written down once: attribute names, their payloads, the codecs.
 
 Both sides use this module, the write side (recorder, writer, recover) and the read side
-(open, inspect, dataset, cli); it imports neither, only the standard library, numpy and
+(open, inspect, dataset, cli); it imports neither, only the standard library, numpy, h5py and
 :mod:`h5recorder.errors`. To add an attribute or a codec, start here.
 
 File attributes (JSON text unless said otherwise)::
@@ -16,6 +16,11 @@ File attributes (JSON text unless said otherwise)::
     recorder_time        object reference to the group of the time columns
 
 Each dataset (and group) of a space also has ``recorder_space``: its space as JSON.
+
+The layout: one group (or dataset) per root of :data:`ROOTS` at the top of the file, a
+dataset per leaf below it, first axis the steps; the time columns in a group that no link
+names, reached by the ``recorder_time`` reference. :func:`walk_datasets` is the one walk of a
+file's datasets, for the writer, the reader, ``dataset()`` and ``recover``.
 """
 
 from __future__ import annotations
@@ -24,23 +29,29 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import numpy as np
 
-from .errors import SchemaError
+from .errors import ReadError, SchemaError
 
 __all__ = [
     "CLOSED_ATTRIBUTE",
     "FRAMES_ATTRIBUTE",
+    "MAX_DEPTH",
     "OPTIONS_ATTRIBUTE",
     "RECOVERED_ATTRIBUTE",
+    "ROOTS",
     "SPACE_ATTRIBUTE",
     "STATUS_ATTRIBUTE",
     "TIME_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
     "Compression",
+    "check_storage",
     "frames_payload",
     "jsonable",
     "parse_compression",
+    "roots_of",
+    "walk_datasets",
 ]
 
 VERSION_ATTRIBUTE = "recorder_version"
@@ -51,6 +62,9 @@ CLOSED_ATTRIBUTE = "recorder_closed"
 RECOVERED_ATTRIBUTE = "recorder_recovered"
 TIME_ATTRIBUTE = "recorder_time"
 SPACE_ATTRIBUTE = "recorder_space"
+
+ROOTS = ("observation", "action", "state", "supervision")  # record()'s arguments, in order
+MAX_DEPTH = 32  # groups below a root
 
 
 def frames_payload(
@@ -81,6 +95,93 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(item) for item in value]
     return value
+
+
+# -- layout -----------------------------------------------------------------------------------
+
+def roots_of(file: h5py.File) -> list[str]:
+    """The roots the reader reads: the recorder's, in order, then any other root key."""
+    return [key for key in ROOTS if key in file] + sorted(key for key in file if key not in ROOTS)
+
+
+def check_storage(dataset: h5py.Dataset, name: str) -> None:
+    """Refuse a dataset whose rows are not stored in its own file (virtual, external)."""
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        raise ReadError(f"{name}: a virtual dataset (it reads other datasets or files); a "
+                        "recording stores its rows in its own file")
+    if plist.get_external_count():
+        source = plist.get_external(0)[0]
+        raise ReadError(f"{name}: its rows are stored in an external file ({source!r}); a "
+                        "recording stores its rows in its own file")
+
+
+def _walk(
+    node: h5py.Group, name: str, found: list[tuple[str, h5py.Dataset]], depth: int,
+    seen: set[Any], skip_seen: bool = False,
+) -> None:
+    for key in node:
+        path = f"{name}/{key}"
+        link = node.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise ReadError(f"{path}: a {type(link).__name__}; a recording's groups and "
+                            "datasets are reached by hard links only")
+        child = node[key]
+        if child.id in seen:  # h5py compares objects by file and address
+            if skip_seen:
+                continue
+            raise ReadError(f"{path}: reached twice (a link back into the layout)")
+        seen.add(child.id)
+        if isinstance(child, h5py.Dataset):
+            check_storage(child, path)
+            found.append((path, child))
+        elif isinstance(child, h5py.Group):
+            if depth >= MAX_DEPTH:
+                raise ReadError(f"{path}: expected at most {MAX_DEPTH} nested groups")
+            _walk(child, path, found, depth + 1, seen, skip_seen)
+
+
+def walk_datasets(
+    file: h5py.File, roots: list[str] | tuple[str, ...] | None = None, *,
+    referenced: bool = False,
+) -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset below ``roots`` (default :func:`roots_of`: every key at the top), as
+    ``(path, dataset)``, in the order HDF5 lists them.
+
+    Safe on a file someone else made: groups and datasets are reached by hard links only (a
+    soft or external link is refused, not followed), each object once, at most
+    :data:`MAX_DEPTH` groups deep, and each dataset's rows stored in this file
+    (:func:`check_storage`); a :class:`ReadError` names what was refused. With
+    ``referenced``, the datasets of groups that an object reference among the file's
+    attributes points to (the time group, which no link names) follow, named
+    ``<attribute>/<key>``; below those, an object already reached is passed over (the time
+    group links to itself, to outlive the link it was created under).
+    """
+    found: list[tuple[str, h5py.Dataset]] = []
+    seen: set[Any] = set()
+    for root in roots_of(file) if roots is None else roots:
+        link = file.get(root, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise ReadError(f"{root}: a {type(link).__name__}; a recording's roots are "
+                            "reached by hard links only")
+        node = file[root]
+        if isinstance(node, h5py.Dataset):
+            check_storage(node, root)
+            found.append((root, node))
+        elif isinstance(node, h5py.Group):
+            _walk(node, root, found, 0, seen)
+    if referenced:
+        for name in file.attrs:
+            if h5py.check_ref_dtype(file.attrs.get_id(name).dtype) is None:
+                continue  # not read: a string attribute may be cut off by a crash
+            value = file.attrs[name]
+            if not isinstance(value, h5py.Reference) or not value:
+                continue
+            target = file[value]
+            if isinstance(target, h5py.Group) and target.id not in seen:
+                seen.add(target.id)
+                _walk(target, name, found, 0, seen, skip_seen=True)
+    return found
 
 
 # -- codecs -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import h5py
 from h5py._objects import phil
 
 from ._files import replace_file
+from ._format import walk_datasets
 from ._ring import _pid_alive
 from .errors import LiveError, RecorderError
 
@@ -392,9 +393,7 @@ def _read_everything(file: h5py.File) -> dict[str, Any]:
     size = int(file.attrs.get("size", 0))
     values: dict[str, Any] = {"size": size}
 
-    def visit(name: str, item: Any) -> None:
-        if isinstance(item, h5py.Dataset) and item.ndim >= 1:
-            values[name] = item[:size]
-
-    file.visititems(visit)
+    for name, dataset in walk_datasets(file):
+        if dataset.ndim >= 1:
+            values[name] = dataset[:size]
     return values

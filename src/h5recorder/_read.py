@@ -32,6 +32,7 @@ from ._format import (
     SPACE_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
+    roots_of,
 )
 from ._schema import TEXT_MAX_LENGTH, space_from_json
 from ._untrusted import (
@@ -41,7 +42,6 @@ from ._untrusted import (
     check_recording,
     check_rows,
     json_attribute,
-    roots_of,
 )
 from .errors import ReadError, SchemaError
 

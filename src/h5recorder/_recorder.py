@@ -34,6 +34,7 @@ from ._format import (
     CLOSED_ATTRIBUTE,
     FRAMES_ATTRIBUTE,
     OPTIONS_ATTRIBUTE,
+    ROOTS,
     STATUS_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
@@ -43,7 +44,6 @@ from ._frames import FramePool, FrameSource, check_image, default_workers, frame
 from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
 from ._ring import Ring, capacity_for, sweep_stale_segments
 from ._schema import (
-    ROOTS,
     Leaf,
     Plan,
     create_layout,

@@ -35,13 +35,13 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
-from ._format import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE
+from ._format import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
 from ._journal import SIGNATURE, apply_journal, read_journal
 from ._live import sidecar
-from ._untrusted import check_recording, check_rows, check_storage, roots_of
+from ._untrusted import check_recording, check_rows
 from .errors import ReadError, RecoveryError
 
-__all__ = ["RecoveryReport", "all_datasets", "recover"]
+__all__ = ["RecoveryReport", "recover"]
 
 
 @dataclass(frozen=True)
@@ -147,27 +147,6 @@ def end_of_allocation(
     struct.pack_into("<Q", block, 28, length - base)
     struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
     return at, bytes(block), length - end
-
-
-def all_datasets(file: h5py.File) -> list[h5py.Dataset]:
-    """Every dataset in ``file``, those of groups reached by a root attribute's reference
-    (the unlinked time group, see ``_schema``) included."""
-    found: list[h5py.Dataset] = []
-
-    def take(_: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset):
-            found.append(obj)
-
-    file.visititems(take)
-    for name in file.attrs:
-        if h5py.check_ref_dtype(file.attrs.get_id(name).dtype) is None:
-            continue  # not read: a string attribute may be cut off by a crash
-        value = file.attrs[name]
-        if isinstance(value, h5py.Reference) and value:
-            target = file[value]
-            if isinstance(target, h5py.Group):
-                target.visititems(take)
-    return found
 
 
 def _readable_rows(dataset: h5py.Dataset, rows: int) -> int:
@@ -278,20 +257,19 @@ class _Plan:
 def _plan(file: h5py.File) -> _Plan:
     """Check ``file`` as the reader does and decide what to trim; write nothing."""
     checked = check_recording(file, roots_of(file))
-    datasets = []
-    for dataset in all_datasets(file):
-        check_storage(dataset, dataset.name or "?")
-        if dataset.shape and dataset.maxshape[0] is None:
-            datasets.append(dataset)
+    # the time group's datasets have no name: the walk's path names them
+    datasets = [(dataset.name or path, dataset)
+                for path, dataset in walk_datasets(file, referenced=True)
+                if dataset.shape and dataset.maxshape[0] is None]
     size_before = checked.size or 0
     size = size_before
-    for dataset in datasets:
+    for _, dataset in datasets:
         size = min(size, dataset.shape[0])
-    for dataset in datasets:
-        check_rows(dataset, dataset.name or "?", size)
-    for dataset in datasets:
+    for name, dataset in datasets:
+        check_rows(dataset, name, size)
+    for _, dataset in datasets:
         size = _readable_rows(dataset, size)
-    trims = {d.name or "?": d.shape[0] - size for d in datasets if d.shape[0] > size}
+    trims = {name: d.shape[0] - size for name, d in datasets if d.shape[0] > size}
     status = None
     if STATUS_ATTRIBUTE in file.attrs:
         # None when rewritten in place by the commit in flight: its text (in HDF5's global
@@ -341,7 +319,7 @@ def recover(path: str | Path) -> RecoveryReport:
         if superblock is not None:
             os.pwrite(fd, superblock[1], superblock[0])
         with h5py.File(path, "r+") as file:
-            for dataset in all_datasets(file):  # as checked: the time group's have no name
+            for _, dataset in walk_datasets(file, referenced=True):  # as checked
                 if dataset.shape and dataset.maxshape[0] is None and dataset.shape[0] > plan.size:
                     dataset.resize(plan.size, axis=0)
             file.attrs["size"] = plan.size

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from ._format import SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
+from ._format import ROOTS, SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
 from .errors import SchemaError, StepError, StepTypeError
 
 __all__ = [
@@ -47,7 +47,6 @@ TIME_CLOCK = (
     "(time.time_ns(), Unix epoch), from the offset between the two clocks when the row "
     "was written"
 )
-ROOTS = ("observation", "action", "state", "supervision")
 STRING_DTYPE = h5py.string_dtype("utf-8")
 TEXT_MAX_LENGTH = 1000
 STRING_CHUNK_ROWS = 1024

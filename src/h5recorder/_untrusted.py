@@ -10,8 +10,9 @@ is allocated, read from elsewhere or written on its word:
   them (``recorder_status``: an object of numbers);
 - ``size``: one non-negative integer;
 - the layout: groups and datasets reached from the roots by hard links only (a soft or external
-  link is not followed), each once, at most :data:`MAX_DEPTH` groups deep; datasets stored in
-  this file (external or virtual storage would read other files);
+  link is not followed), each once, at most ``MAX_DEPTH`` groups deep; datasets stored in
+  this file (external or virtual storage would read other files): the walk is
+  :func:`h5recorder._format.walk_datasets`;
 - a space description: the shape it gives each leaf is the shape of the dataset that holds it;
 - rows: a dataset stores the chunks that the rows to be read from it need, so a claimed length
   costs what the file holds, not what it says;
@@ -38,8 +39,9 @@ from ._format import (
     RECOVERED_ATTRIBUTE,
     SPACE_ATTRIBUTE,
     STATUS_ATTRIBUTE,
+    check_storage,
+    walk_datasets,
 )
-from ._schema import ROOTS
 from .errors import ReadError
 
 __all__ = [
@@ -51,16 +53,12 @@ __all__ = [
     "check_frame_keys",
     "check_recording",
     "check_rows",
-    "check_storage",
     "json_attribute",
-    "roots_of",
-    "walk_layout",
 ]
 
 MAX_JSON_BYTES = 4 << 20  # the recorder's own attributes are a few KiB
 JSON_BYTES_PER_ELEMENT = 64  # a space description may list two bounds for every element
 MAX_JSON_DEPTH = 64  # the deepest space a recorder writes nests a few levels
-MAX_DEPTH = 32  # groups below a root
 MAX_ITEM_ELEMENTS = 1 << 20  # a Tuple item (one JSON string a step) described as an array
 
 
@@ -141,65 +139,6 @@ def _check_status(status: Mapping[str, Any] | None) -> None:
     for key, value in status.items():
         if value is not None and not isinstance(value, int | float):  # bool is an int
             raise ReadError(f"recorder_status: expected numbers, found {_kind(value)} for {key!r}")
-
-
-def check_storage(dataset: h5py.Dataset, name: str) -> None:
-    plist = dataset.id.get_create_plist()
-    if plist.get_layout() == h5py.h5d.VIRTUAL:
-        raise ReadError(f"{name}: a virtual dataset (it reads other datasets or files); a "
-                        "recording stores its rows in its own file")
-    if plist.get_external_count():
-        source = plist.get_external(0)[0]
-        raise ReadError(f"{name}: its rows are stored in an external file ({source!r}); a "
-                        "recording stores its rows in its own file")
-
-
-def walk_layout(
-    node: h5py.Group, name: str, found: list[tuple[str, h5py.Dataset]], depth: int = 0,
-    seen: set[Any] | None = None,
-) -> None:
-    """Append to ``found`` every dataset below ``node`` (``name``): hard links only, each
-    object once, storage checked."""
-    seen = set() if seen is None else seen
-    for key in node:
-        path = f"{name}/{key}"
-        link = node.get(key, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            raise ReadError(f"{path}: a {type(link).__name__}; a recording's groups and "
-                            "datasets are reached by hard links only")
-        child = node[key]
-        if child.id in seen:  # h5py compares objects by file and address
-            raise ReadError(f"{path}: reached twice (a link back into the layout)")
-        seen.add(child.id)
-        if isinstance(child, h5py.Dataset):
-            check_storage(child, path)
-            found.append((path, child))
-        elif isinstance(child, h5py.Group):
-            if depth >= MAX_DEPTH:
-                raise ReadError(f"{path}: expected at most {MAX_DEPTH} nested groups")
-            walk_layout(child, path, found, depth + 1, seen)
-
-
-def _layout(file: h5py.File, roots: Sequence[str]) -> list[tuple[str, h5py.Dataset]]:
-    found: list[tuple[str, h5py.Dataset]] = []
-    seen: set[Any] = set()
-    for root in roots:
-        link = file.get(root, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            raise ReadError(f"{root}: a {type(link).__name__}; a recording's roots are "
-                            "reached by hard links only")
-        node = file[root]
-        if isinstance(node, h5py.Dataset):
-            check_storage(node, root)
-            found.append((root, node))
-        elif isinstance(node, h5py.Group):
-            walk_layout(node, root, found, 0, seen)
-    return found
-
-
-def roots_of(file: h5py.File) -> list[str]:
-    """The roots the reader reads: the recorder's, in order, then any other root key."""
-    return [key for key in ROOTS if key in file] + sorted(key for key in file if key not in ROOTS)
 
 
 def _row_shape(dataset: h5py.Dataset) -> list[int]:
@@ -370,7 +309,7 @@ def check_recording(file: h5py.File, roots: Sequence[str]) -> Checked:
     _check_status(status)
     options = json_attribute(file, OPTIONS_ATTRIBUTE)
     recovered = json_attribute(file, RECOVERED_ATTRIBUTE)
-    datasets = _layout(file, roots)
+    datasets = walk_datasets(file, list(roots))
     limit = MAX_JSON_BYTES + JSON_BYTES_PER_ELEMENT * _elements(datasets)
     descriptions: dict[str, dict[str, Any] | None] = {}
     legacy: list[tuple[str, h5py.Dataset]] = []

@@ -55,10 +55,9 @@ import numpy as np
 from . import native
 from ._crew import Crew, helpers_for_this_machine
 from ._files import replace_file
-from ._format import STATUS_ATTRIBUTE, parse_compression
+from ._format import STATUS_ATTRIBUTE, parse_compression, walk_datasets
 from ._frames import FrameJob, FramePool, FrameSource, frame_path
 from ._journal import JournaledFile
-from ._recover import all_datasets
 from ._ring import Ring
 from ._schema import Leaf
 from ._stats import LeafStats
@@ -268,7 +267,7 @@ def _create_indexes(file: h5py.File) -> None:
     before the index itself: a crash between the two leaves a dataset no one can read or trim.
     Writing one chunk and trimming it away leaves an empty index behind, in the image.
     """
-    for dataset in all_datasets(file):
+    for _, dataset in walk_datasets(file, referenced=True):
         if dataset.chunks is None or dataset.shape[0]:
             continue
         dataset.resize(dataset.chunks[0], axis=0)

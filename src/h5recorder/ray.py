@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ._dataset import LeafSchema, _difference, _layout, _schema_of, episode_paths
+from ._dataset import LeafSchema, _difference, _schema_of, episode_paths
+from ._format import ROOTS, walk_datasets
 from ._read import open_episode
 from .errors import SchemaError
 
@@ -104,7 +105,8 @@ class EpisodeDatasource(_Datasource):
         for path in self.paths:
             with open_episode(path) as episode:
                 lengths.append(len(episode))
-                this = _schema_of(_layout(episode.file))
+                this = _schema_of(dict(walk_datasets(
+                    episode.file, [root for root in ROOTS if root in episode.file])))
                 if schema is None:
                     schema = this
                     names = episode.keys()
