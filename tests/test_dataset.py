@@ -119,6 +119,9 @@ def test_a_killed_episode_is_listed_and_left_out_of_the_statistics(folder, tmp_p
     episode = data.episodes[-1]
     assert episode.path == killed and not episode.closed and not episode.ok
     assert episode.steps > 0 and "no statistics" in episode.problems[0]
+    with h5recorder.open(killed) as opened:  # one Health: the reader's and dataset()'s agree
+        assert opened.health == episode.health and episode.closed is False
+    assert data.episodes[0].closed is True and data.episodes[0].health.statistics
     assert data.steps == LENGTHS[0] + LENGTHS[1] + episode.steps
     assert data.stats["action"]["count"] == LENGTHS[0] + LENGTHS[1]
 

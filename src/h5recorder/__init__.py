@@ -6,8 +6,9 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
 """
 
 from ._dataset import Dataset, EpisodeInfo, dataset
+from ._health import Health
 from ._live import read_live
-from ._read import Column, Episode, Health, Time
+from ._read import Column, Episode, Time
 from ._read import open_episode as open
 from ._recorder import Options, Recorder, copy_and_delete_old
 from ._schema import create_dataset_for_space_dict

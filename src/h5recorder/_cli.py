@@ -182,8 +182,8 @@ def _stats(args: argparse.Namespace) -> int:
     except (FileNotFoundError, SchemaError, ReadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    closed = sum(e.closed for e in data.episodes)
-    print(f"{len(data)} episodes, {data.steps:,} steps ({closed} closed with statistics)")
+    summarized = sum(e.statistics for e in data.episodes)
+    print(f"{len(data)} episodes, {data.steps:,} steps ({summarized} closed with statistics)")
     for episode in data.episodes:
         for problem in episode.problems:
             print(f"  {episode.path.name}: {problem}")

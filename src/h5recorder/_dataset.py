@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from ._format import ROOTS, jsonable
+from ._health import Health, has_statistics, health_of, steps_of
 from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
 from ._untrusted import Checked, check_recording, check_rows
 from .errors import ReadError, SchemaError
@@ -47,24 +48,57 @@ class LeafSchema:
 class EpisodeInfo:
     """One episode file: its steps and its health, from attributes only.
 
-    ``closed``: statistics were stored, as ``close()`` does (a killed recording has none;
-    ``h5recorder recover`` makes its rows readable but cannot restore them). ``problems``
-    lists, in words, what a user should know before training on it.
+    ``health`` is the :class:`~h5recorder.Health` that ``h5recorder.open(path).health``
+    gives, except that the PNG frames counted missing are those the recorder listed (no
+    folder is read). The other attributes are read from it: ``closed`` is ``health.closed``
+    (``close()`` finished the file; None for files that cannot say), ``statistics`` whether
+    every leaf holds the statistics ``close()`` stores (only those episodes are merged),
+    ``frames_missing`` and ``rows_past_size`` counts. ``problems`` lists, in words, what a
+    user should know before training on it.
     """
 
     path: Path
-    steps: int
-    closed: bool
-    drops: int = 0
-    waits: int = 0
-    missing_values: int = 0
-    frames_missing: int = 0
-    rows_past_size: int = 0
-    problems: tuple[str, ...] = ()
+    health: Health
+
+    @property
+    def steps(self) -> int:
+        return self.health.size
+
+    @property
+    def closed(self) -> bool | None:
+        return self.health.closed
+
+    @property
+    def statistics(self) -> bool:
+        return self.health.statistics
+
+    @property
+    def drops(self) -> int:
+        return self.health.drops
+
+    @property
+    def waits(self) -> int:
+        return self.health.waits
+
+    @property
+    def missing_values(self) -> int:
+        return self.health.missing_values
+
+    @property
+    def frames_missing(self) -> int:
+        return len(self.health.frames_missing)
+
+    @property
+    def rows_past_size(self) -> int:
+        return max(self.health.rows_past_size.values(), default=0)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(self.health.problems)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.health.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +106,7 @@ class EpisodeInfo:
             "steps": self.steps,
             "ok": self.ok,
             "closed": self.closed,
+            "statistics": self.statistics,
             "drops": self.drops,
             "waits": self.waits,
             "missing_values": self.missing_values,
@@ -120,7 +155,7 @@ class Dataset:
         return {
             "episodes": len(self.episodes),
             "steps": self.steps,
-            "summarized_episodes": sum(e.closed for e in self.episodes),
+            "summarized_episodes": sum(e.statistics for e in self.episodes),
             "schema": {
                 name: {"dtype": s.dtype, "shape": list(s.shape), "space": s.space}
                 for name, s in self.schema.items()
@@ -182,17 +217,13 @@ def _difference(first: dict[str, LeafSchema], other: dict[str, LeafSchema]) -> s
 _STAT_KEYS = ("stats_count", "stats_min", "stats_max", "stats_mean", "stats_std")
 
 
-def _episode(path: Path, datasets: dict[str, h5py.Dataset], checked: Checked) -> tuple[
-    EpisodeInfo, dict[str, dict[str, Any]]
-]:
-    size = checked.size or 0
-    status: dict[str, Any] = checked.status or {}
+def _episode(path: Path, file: h5py.File, datasets: dict[str, h5py.Dataset],
+             checked: Checked) -> tuple[EpisodeInfo, dict[str, dict[str, Any]]]:
+    rows = {name: int(node.shape[0]) if node.shape else 0 for name, node in datasets.items()}
+    size = steps_of(checked.size, rows)
     stats: dict[str, dict[str, Any]] = {}
-    closed = bool(datasets)
-    longest = 0
     for name, node in datasets.items():
-        check_rows(node, name, min(size, node.shape[0] if node.shape else 0))
-        longest = max(longest, node.shape[0])
+        check_rows(node, name, min(size, rows[name]))
         attrs = node.attrs
         entry: dict[str, Any]
         try:  # everything needed, in one read (a lookup by name costs as much as a read)
@@ -207,8 +238,7 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], checked: Checked) ->
                 raise ReadError(f"{name}: stats_summary cannot be unpacked ({error})") from error
         else:  # strings, leaves too wide for one attribute, files not closed
             present = set(attrs)
-            if "stats_count" not in present:
-                closed = False
+            if not has_statistics(present):
                 continue
             entry = {key[6:]: attrs[key] for key in _STAT_KEYS if key in present}
             if "stats_value_counts" in present:
@@ -216,29 +246,17 @@ def _episode(path: Path, datasets: dict[str, h5py.Dataset], checked: Checked) ->
             entry["summaries"] = None
         entry["per_row"] = math.prod(node.shape[1:])
         stats[name] = entry
-    problems = []
-    if not closed:
-        problems.append("no statistics: the recording did not close (killed?)")
-    past = max(0, longest - size)
-    if past:
-        problems.append(f"{past} rows past size: run `h5recorder recover`")
-    info = EpisodeInfo(
+    health = health_of(
+        file.attrs,
         path=path,
-        steps=size,
-        closed=closed,
-        drops=int(status.get("drops", 0)),
-        waits=int(status.get("waits", 0)),
-        missing_values=int(status.get("missing_values", 0)),
-        frames_missing=int(status.get("frames_missing", 0)),
-        rows_past_size=past,
-        problems=tuple(problems)
-        + tuple(
-            f"{status[key]} {words}"
-            for key, words in (("drops", "steps dropped"), ("frames_missing", "frames missing"))
-            if status.get(key)
-        ),
+        size=checked.size,
+        rows=rows,
+        statistics=bool(datasets) and len(stats) == len(datasets),
+        status=checked.status,
+        frames=checked.frames,
+        recovered=checked.recovered,
     )
-    return info, stats
+    return EpisodeInfo(path, health), stats
 
 
 def _merge_leaf(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -343,11 +361,11 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
                     f"{path} does not share the schema of {paths[0]}: {_difference(schema, this)}"
                 )
             try:
-                info, stats = _episode(path, datasets, checked)
+                info, stats = _episode(path, file, datasets, checked)
             except ReadError as error:
                 raise ReadError(f"{path}: {error}") from error
         episodes.append(info)
-        if info.closed:
+        if info.statistics:
             for name, entry in stats.items():
                 per_leaf.setdefault(name, []).append(entry)
     assert schema is not None

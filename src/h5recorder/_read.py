@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,13 +27,12 @@ import numpy as np
 from gymnasium import spaces
 
 from ._format import (
-    CLOSED_ATTRIBUTE,
-    RECOVERED_ATTRIBUTE,
     SPACE_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
     roots_of,
 )
+from ._health import Health, closed_of, has_statistics, health_of, steps_of
 from ._schema import TEXT_MAX_LENGTH, space_from_json
 from ._untrusted import (
     MAX_ITEM_ELEMENTS,
@@ -445,30 +444,6 @@ class Time:
         return seconds
 
 
-@dataclass(frozen=True)
-class Health:
-    """Whether a recording went well, from the file's attributes and layout.
-
-    ``problems`` lists, in words, everything that makes the recording unhealthy: steps dropped,
-    PNG frames missing, rows past ``size`` (a crash: ``h5recorder recover``), a file not
-    closed by ``close()``. ``ok`` is true when there are none.
-    """
-
-    size: int
-    closed: bool | None
-    rows_past_size: dict[str, int]
-    drops: int
-    waits: int
-    missing_values: int
-    frames_missing: list[str]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 def _order(space: spaces.Space[Any], name: str) -> list[str]:
     if isinstance(space, spaces.Dict):
         return [leaf for key, sub in space.spaces.items() for leaf in _order(sub, f"{name}/{key}")]
@@ -509,19 +484,10 @@ class Episode:
             raise ReadError(f"{self.path}: {error}") from error
         datasets = checked.datasets
         rows = {name: int(dataset.shape[0]) if dataset.shape else 0 for name, dataset in datasets}
-        self._notes: list[str] = []
         self._problems: list[str] = []
-        if checked.size is not None:
-            self.size = checked.size
-        else:
-            self.size = min(rows.values()) if rows else 0
-            self._notes.append(f"no 'size' attribute: {self.size} steps taken from the datasets")
-        short = {name: count for name, count in rows.items() if count < self.size}
-        if short:
-            self._problems.append(
-                f"'size' says {self.size} steps but {len(short)} datasets hold fewer "
-                f"(e.g. {next(iter(short))}: {next(iter(short.values()))}); reading those only"
-            )
+        self._rows = rows
+        self._size_attribute = checked.size
+        self.size = steps_of(checked.size, rows)
         self.length = min([self.size, *rows.values()])
         self.rows_past_size = {name: count - self.size for name, count in rows.items()
                                if count > self.size}
@@ -765,70 +731,25 @@ class Episode:
     def closed(self) -> bool | None:
         """True when ``close()`` finished the file; False when the recording never got there
         (a crash, or still running); None for files that cannot say (older versions,
-        mbodied's)."""
-        attrs = self.file.attrs
-        if CLOSED_ATTRIBUTE in attrs:
-            return bool(attrs[CLOSED_ATTRIBUTE])
-        if (
-            TIME_ATTRIBUTE in attrs
-            or RECOVERED_ATTRIBUTE in attrs
-            or (self.rows_past_size and VERSION_ATTRIBUTE in attrs)
-        ):
-            return False  # this version marks a clean close; earlier ones trim to size
-        return None
+        mbodied's). The same as ``health.closed``."""
+        return closed_of(self.file.attrs, bool(self.rows_past_size))
 
     @property
     def health(self) -> Health:
-        status = self.status or {}
-        closed = self.closed
-        problems = list(self._problems)
-        notes = list(self._notes)
-        drops = int(status.get("drops", 0))
-        waits = int(status.get("waits", 0))
-        missing_values = int(status.get("missing_values", 0))
-        frames_missing = self.missing_frames()
-        if drops:
-            problems.append(f"{drops} steps were dropped (on_full='drop')")
-        if frames_missing:
-            problems.append(f"{len(frames_missing)} PNG frames are missing "
-                            f"(e.g. {frames_missing[0]})")
-        if self.rows_past_size:
-            name, extra = next(iter(self.rows_past_size.items()))
-            if VERSION_ATTRIBUTE in self.file.attrs:
-                problems.append(
-                    f"{len(self.rows_past_size)} datasets hold rows past size={self.size} "
-                    f"(e.g. {name}: {extra} more); the recorder did not finish: run "
-                    f"'h5recorder recover {self.path}'"
-                )
-            else:
-                problems.append(
-                    f"{len(self.rows_past_size)} datasets hold rows past size={self.size} "
-                    f"(e.g. {name}: {extra} more; mbodied's recorder over-allocates); "
-                    "they are not read"
-                )
-        recovered = self._recovered
-        if closed is False and recovered is not None and not self.rows_past_size:
-            problems.append("the recorder did not close this file; 'h5recorder recover' mended "
-                            "it: the steps after its last commit are lost")
-        elif closed is False and not self.rows_past_size:
-            problems.append("the recorder did not close this file (killed, or still recording); "
-                            f"run 'h5recorder recover {self.path}' once it is not running")
-        if closed is None and VERSION_ATTRIBUTE in self.file.attrs:
-            notes.append("this version of the recorder does not mark a clean close")
-        if waits:
-            notes.append(f"record() waited {waits} times for room in the ring")
-        if missing_values:
-            notes.append(f"{missing_values} values were missing and hold their fill value")
-        return Health(
-            size=self.size,
-            closed=closed,
-            rows_past_size=dict(self.rows_past_size),
-            drops=drops,
-            waits=waits,
-            missing_values=missing_values,
-            frames_missing=frames_missing,
-            problems=problems,
-            notes=notes,
+        """Whether the recording went well (:class:`Health`), from its attributes, with the
+        PNG frames that are absent from disk."""
+        return health_of(
+            self.file.attrs,
+            path=self.path,
+            size=self._size_attribute,
+            rows=self._rows,
+            statistics=bool(self.columns)
+            and all(has_statistics(column.dataset.attrs) for column in self.columns.values()),
+            status=self.status,
+            frames=self._frames_info,
+            recovered=self._recovered,
+            frames_missing=self.missing_frames(),
+            problems=self._problems,
         )
 
     def missing_frames(self) -> list[str]:
