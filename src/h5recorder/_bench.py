@@ -82,7 +82,7 @@ _SPIN_NS = 300_000
 _BLOCK = 1 << 20
 
 
-class Writer(Protocol):
+class Subject(Protocol):
     """What every subject offers: mbodied's ``record`` and ``close``."""
 
     def record(self, *args: Any, **kwargs: Any) -> None: ...
@@ -211,7 +211,7 @@ class McapWriter:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._writer.finish()  # type: ignore[no-untyped-call]
+            self._writer.finish()  # type: ignore[no-untyped-call, unused-ignore]  # typed in newer mcap
             self._file.close()
 
 
@@ -318,7 +318,7 @@ class Row:
         return asdict(self)
 
 
-Factory = Callable[[Path, bool], Writer]
+Factory = Callable[[Path, bool], Subject]
 """Makes a subject writing into a folder; the flag says whether it writes PNG frames."""
 
 
@@ -340,9 +340,9 @@ def factories(load: Workload) -> dict[str, Factory]:
     theirs = mbodied_recorder()
     if theirs is not None:
 
-        def mbodied(folder: Path, png: bool) -> Writer:
+        def mbodied(folder: Path, png: bool) -> Subject:
             keys = list(load.image_keys) if png else []
-            made: Writer = theirs(
+            made: Subject = theirs(
                 "bench", out_dir=str(folder), image_keys_to_save=keys, **load.spaces()
             )
             return made
@@ -377,7 +377,7 @@ def percentiles_us(samples_ns: np.ndarray[Any, Any]) -> dict[str, float]:
 
 
 def end_to_end(
-    writer: Writer, bank: list[dict[str, Any]], *, seconds: float | None, steps: int | None
+    writer: Subject, bank: list[dict[str, Any]], *, seconds: float | None, steps: int | None
 ) -> tuple[int, float, float]:
     """Record flat out for ``seconds`` (or ``steps`` steps), then ``close()``.
 
@@ -460,7 +460,7 @@ def latency(
     warm_up: float = 0.5,
 ) -> dict[str, Any]:
     """``record()`` latency of one subject at ``rate`` steps/s; the warm-up is left out."""
-    writer: Writer
+    writer: Subject
     if subject == "h5recorder":
         writer = ours(load, folder, png, frames="best-effort")
     else:
