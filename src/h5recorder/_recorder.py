@@ -62,9 +62,9 @@ from ._writer import (
     Status,
     Writer,
     caller_error,
-    make_room,
     new_file,
     place_file,
+    reserve_header_space,
 )
 from .errors import ClosedError, RecorderError, SchemaError
 
@@ -631,7 +631,7 @@ class Recorder:
             for leaf in self._plan.leaves
         }
         for dataset in created.values():
-            make_room(dataset)
+            reserve_header_space(dataset)
         self.root_keys += list(given)
         self.root_spaces += list(given.values())
         self._file.flush()  # a file killed before its first commit still opens

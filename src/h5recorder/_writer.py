@@ -245,19 +245,19 @@ def place_file(
     return open_file(path, user_block if sync else 0)
 
 
-ROOM = "h5recorder_room"
-ROOM_BYTES = 16 << 10
+HEADER_RESERVE = "h5recorder_room"  # the attribute's name in files: unchanged, files stay alike
+HEADER_RESERVE_BYTES = 16 << 10
 
 
-def make_room(dataset: h5py.Dataset) -> None:
-    """Give a new dataset's header room for the statistics ``close()`` stores.
+def reserve_header_space(dataset: h5py.Dataset) -> None:
+    """Reserve space in a new dataset's header for the statistics ``close()`` stores.
 
     A header that grows gets a continuation block, and HDF5 writes the header that points to
     it before the block itself: a crash between the two leaves a dataset no tool can open.
-    The room (an attribute, deleted when the statistics are stored) is space the header
+    The reserve (an attribute, deleted when the statistics are stored) is space the header
     already has on disk; statistics that fit in it are written in place.
     """
-    dataset.attrs[ROOM] = np.zeros(ROOM_BYTES, np.uint8)
+    dataset.attrs[HEADER_RESERVE] = np.zeros(HEADER_RESERVE_BYTES, np.uint8)
 
 
 def _create_indexes(file: h5py.File) -> None:
@@ -992,13 +992,13 @@ class Writer(threading.Thread):
     def store_stats(self) -> dict[str, dict[str, Any]]:
         """Write every leaf's statistics as dataset attributes; return them by leaf name.
 
-        They take the place of the room each dataset's header was created with (see
-        :func:`make_room`).
+        They take the place of the reserve each dataset's header was created with (see
+        :func:`reserve_header_space`).
         """
         stored = {}
         for leaf, stats in zip(self.leaves, self.stats, strict=True):
             dataset = self.datasets[leaf.index]
-            if ROOM in dataset.attrs:
-                del dataset.attrs[ROOM]
+            if HEADER_RESERVE in dataset.attrs:
+                del dataset.attrs[HEADER_RESERVE]
             stored[leaf.name] = stats.store(dataset)
         return stored
