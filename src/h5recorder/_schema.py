@@ -2,7 +2,8 @@
 
 A :class:`Plan` is built once per file from gymnasium spaces (declared, or inferred from the
 first step). It lists every leaf column with its dtype, shape and how a value is checked, and
-it creates the groups, datasets and attributes of the file layout in ``COMPAT.md``.
+it creates the groups, datasets and attributes of the file layout (written down in
+``_format``; mbodied's readers read it, see "Compared with mbodied's Recorder" in the README).
 
 ``Plan.collect`` is the caller's side of ``record()``: it walks one step, checks every value
 and leaves the converted values in a preallocated list, raising :class:`StepError` before
