@@ -33,7 +33,7 @@ from ._format import (
     roots_of,
 )
 from ._health import Health, closed_of, has_statistics, health_of, steps_of
-from ._schema import TEXT_MAX_LENGTH, space_from_json
+from ._spaces import TEXT_MAX_LENGTH, space_from_json
 from ._untrusted import (
     MAX_ITEM_ELEMENTS,
     check_dataset,
