@@ -717,7 +717,7 @@ class Recorder:
                     view[start : start + size] = value.data.cast("B")
                 else:
                     column[slot] = value
-        else:  # hand-over: large values are kept as they are; the writer copies them (settle)
+        else:  # hand-over: large values are kept as they are; the writer copies them (copy_held)
             for column, rows, value, values in zip(
                 ring.columns, ring.byte_rows, plan.values, held, strict=True
             ):

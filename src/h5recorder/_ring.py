@@ -5,10 +5,10 @@ slots in ``[tail, head)`` and advances ``tail`` once every consumer has released
 index is written by one thread only, so plain attributes suffice under the GIL.
 
 With hand-over (``Recorder(handover=True)``), the caller stores a reference to each large
-value in ``held`` instead of copying it; the writer copies the held values of ``[settled,
-head)`` into their slots (:meth:`Ring.settle`) before it reads any row, so every consumer (the
-writer, the PNG workers) only ever sees rows whose values are in the ring. A held value keeps
-its slot reserved until then, so the ring's capacity bounds them too.
+value in ``held`` instead of copying it; the writer copies the held values of rows
+``[copied, head)`` into their slots (:meth:`Ring.copy_held`) before it reads any row, so every
+consumer (the writer, its helpers, the PNG workers) only ever sees rows whose values are in
+the ring. A held value keeps its slot reserved until then, so the ring's capacity bounds them.
 
 Columns of saved image keys live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so
 that worker processes can read frames in place; segments of dead processes are swept at start.
@@ -109,7 +109,7 @@ class Ring:
         self.capacity = capacity
         self.head = 0
         self.tail = 0
-        self.settled = 0  # rows below this hold no references: their values are in the ring
+        self.copied = 0  # rows below this hold no references: their values are in the ring
         self.columns: list[np.ndarray[Any, Any]] = []
         self.shared: dict[int, SharedColumn] = {}
         self.released = threading.Event()
@@ -158,29 +158,29 @@ class Ring:
             if self._holding:
                 self.held = held
 
-    def settle(self) -> int:
+    def copy_held(self) -> int:
         """Copy the values held for the rows published so far into their slots; return the
         head they reach. Only the thread that reads the rows calls it, before reading them.
         """
         head = self.head
-        if self.settled == head or not self._holding:
-            self.settled = head
+        if self.copied == head or not self._holding:
+            self.copied = head
             return head
         capacity = self.capacity
-        for row in range(self.settled, head):
+        for row in range(self.copied, head):
             slot = row % capacity
             for column, values in self._holding:
                 value = values[slot]
                 values[slot] = None
                 # numpy releases the GIL for a copy this large: the caller's thread runs on
                 column[slot] = value
-        self.settled = head
+        self.copied = head
         return head
 
     @property
     def held_rows(self) -> int:
         """Rows whose large values are still the caller's arrays, not copied yet."""
-        return self.head - self.settled if self._holding else 0
+        return self.head - self.copied if self._holding else 0
 
     @property
     def pending(self) -> int:

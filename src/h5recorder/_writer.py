@@ -559,7 +559,7 @@ class Writer(threading.Thread):
         ring = self.ring
         # rows published after this are the next drain's: commits must not wait; values handed
         # over (Recorder(handover=True)) are copied into the ring first, so no reader sees them
-        head = ring.settle()
+        head = ring.copy_held()
         while self.done < head:
             start = self.done
             count = min(head - start, max(1, ring.capacity // 4))
