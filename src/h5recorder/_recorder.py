@@ -172,6 +172,17 @@ class Options:
         operating system writes it out); no fsync. ``"power"``: also after a power cut,
         through fsync barriers and a rollback journal at each commit (see the README's
         Crash safety for what each costs).
+    handover
+        ``False`` (default): ``record()`` copies every value into the ring before it returns,
+        and the caller may reuse its arrays at once. ``True``: each array leaf of at least
+        64 KiB a row (camera frames) is kept by reference and copied into the ring by the
+        writer thread, off the caller's thread; smaller leaves are copied as usual. Such an
+        array belongs to the recorder from the ``record()`` call on: write to it (or to any
+        array sharing its memory) again only after ``flush()``, ``close()`` or ``reset()``,
+        called after that ``record()``, has returned (or raised); until then the recorder
+        may still read it. Handing a new array at every step (as camera drivers do) needs
+        nothing more. A step that ``record()`` rejects or drops is not taken. Held arrays
+        stay alive until copied, at most one ring's worth (``buffer_bytes``) of them.
     """
 
     compression: str | None = "blosc2"
@@ -187,6 +198,7 @@ class Options:
     frame_workers: int | None = None
     png_compress_level: int = 1
     durability: Literal["process", "power"] = "process"
+    handover: bool = False
 
     def __post_init__(self) -> None:
         if self.durability not in ("process", "power"):
@@ -211,6 +223,8 @@ class Options:
             raise ValueError(f"frame_workers: expected >= 1 or None, got {self.frame_workers}")
         if not 0 <= self.png_compress_level <= 9:
             raise ValueError(f"png_compress_level: expected 0..9, got {self.png_compress_level}")
+        if not isinstance(self.handover, bool):
+            raise ValueError(f"handover: expected True or False, got {self.handover!r}")
         if self.min_free_bytes < 0:
             raise ValueError(f"min_free_bytes: expected >= 0, got {self.min_free_bytes}")
         probe = spaces.Box(0, 1, (1,), np.float32)
@@ -402,7 +416,10 @@ class Recorder:
         options = self.options
         saved = self._saved_leaves()
         self._ring = Ring(
-            leaves, capacity_for(leaves, options.buffer_bytes), {leaf.index for leaf in saved}
+            leaves,
+            capacity_for(leaves, options.buffer_bytes),
+            {leaf.index for leaf in saved},
+            handover=options.handover,
         )
         targets = []
         if saved and not self._ring.shared:
@@ -464,6 +481,7 @@ class Recorder:
             self._live.close()
             self._live = None
         writer, self._writer = self._writer, None
+        self._plan.forget()  # the last step's values: nothing of the caller's stays referenced
         if writer is None:
             return None
         writer.stop()
@@ -648,7 +666,7 @@ class Recorder:
         state: Any | None = None,
         supervision: Any | None = None,
     ) -> None:
-        """Record one timestep; returns once it is copied into the ring (microseconds).
+        """Record one timestep; returns once it is in the ring (microseconds).
 
         Each argument is a dict (nested for ``Dict`` spaces), an object with ``.dict()`` /
         ``model_dump()``, or, for a non-``Dict`` space, the value itself. A space that was
@@ -659,6 +677,11 @@ class Recorder:
 
         The step reaches the file at the next commit (at most ``commit_interval`` seconds
         later) and for certain at ``close()``.
+
+        Every value is copied before this returns, unless the recorder was created with
+        ``handover=True``: then arrays of at least 64 KiB (camera frames) are kept by
+        reference and belong to the recorder until ``flush()``, ``close()`` or ``reset()``
+        returns; do not write to them before (see :class:`Options`).
         """
         with self._recording:  # steps from several threads are taken one at a time
             self._record(observation, action, state, supervision)
@@ -673,20 +696,39 @@ class Recorder:
         if frames is not None and frames.has_errors:
             frames.check()
         plan = self._plan
-        missing = plan.collect((observation, action, state, supervision), self.strict)
+        try:
+            missing = plan.collect((observation, action, state, supervision), self.strict)
+        except BaseException:
+            plan.forget()  # nothing of a rejected step stays referenced
+            raise
         ring = self._ring
         assert ring is not None
         head = ring.head
         if head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
+            plan.forget()
             return
         slot = head % ring.capacity
-        for column, rows, value in zip(ring.columns, ring.byte_rows, plan.values, strict=True):
-            if rows is not None and value.dtype is column.dtype and value.flags.c_contiguous:
-                view, size = rows
-                start = slot * size
-                view[start : start + size] = value.data.cast("B")
-            else:
-                column[slot] = value
+        held = ring.held
+        if held is None:
+            for column, rows, value in zip(ring.columns, ring.byte_rows, plan.values, strict=True):
+                if rows is not None and value.dtype is column.dtype and value.flags.c_contiguous:
+                    view, size = rows
+                    start = slot * size
+                    view[start : start + size] = value.data.cast("B")
+                else:
+                    column[slot] = value
+        else:  # hand-over: large values are kept as they are; the writer copies them (copy_held)
+            for column, rows, value, values in zip(
+                ring.columns, ring.byte_rows, plan.values, held, strict=True
+            ):
+                if values is not None:
+                    values[slot] = value
+                elif rows is not None and value.dtype is column.dtype and value.flags.c_contiguous:
+                    view, size = rows
+                    start = slot * size
+                    view[start : start + size] = value.data.cast("B")
+                else:
+                    column[slot] = value
         ring.stamps[slot] = time.perf_counter_ns()
         ring.head = head = head + 1
         counters = self._counters

@@ -4,6 +4,12 @@ The caller writes slot ``head % capacity`` and then advances ``head``; the write
 slots in ``[tail, head)`` and advances ``tail`` once every consumer has released them. Each
 index is written by one thread only, so plain attributes suffice under the GIL.
 
+With hand-over (``Recorder(handover=True)``), the caller stores a reference to each large
+value in ``held`` instead of copying it; the writer copies the held values of rows
+``[copied, head)`` into their slots (:meth:`Ring.copy_held`) before it reads any row, so every
+consumer (the writer, its helpers, the PNG workers) only ever sees rows whose values are in
+the ring. A held value keeps its slot reserved until then, so the ring's capacity bounds them.
+
 Columns of saved image keys live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so
 that worker processes can read frames in place; segments of dead processes are swept at start.
 """
@@ -26,6 +32,7 @@ __all__ = ["SHM_DIR", "SHM_PREFIX", "Ring", "sweep_stale_segments"]
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "h5rec_"
 BYTE_COPY_ELEMENTS = 256  # numpy releases the GIL for copies of more than about 500 elements
+HANDOVER_BYTES = 1 << 16  # with hand-over, rows of at least this size are held, not copied
 
 
 def _pid_alive(pid: int) -> bool:
@@ -92,10 +99,17 @@ class SharedColumn:
 class Ring:
     """The ring buffers of one recording; ``capacity`` slots shared by every leaf."""
 
-    def __init__(self, leaves: list[Leaf], capacity: int, shared: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        leaves: list[Leaf],
+        capacity: int,
+        shared: set[int] | None = None,
+        handover: bool = False,
+    ) -> None:
         self.capacity = capacity
         self.head = 0
         self.tail = 0
+        self.copied = 0  # rows below this hold no references: their values are in the ring
         self.columns: list[np.ndarray[Any, Any]] = []
         self.shared: dict[int, SharedColumn] = {}
         self.released = threading.Event()
@@ -126,12 +140,55 @@ class Ring:
             else None
             for column in self.columns
         ]
+        # per column: the values handed over for each slot, not copied yet (None: copied)
+        self.held: list[list[Any] | None] | None = None
+        self._holding: list[tuple[np.ndarray[Any, Any], list[Any]]] = []
+        if handover:
+            held: list[list[Any] | None] = [
+                [None] * capacity
+                if column.dtype != object and column[0].nbytes >= HANDOVER_BYTES
+                else None
+                for column in self.columns
+            ]
+            self._holding = [
+                (column, values)
+                for column, values in zip(self.columns, held, strict=True)
+                if values is not None
+            ]
+            if self._holding:
+                self.held = held
+
+    def copy_held(self) -> int:
+        """Copy the values held for the rows published so far into their slots; return the
+        head they reach. Only the thread that reads the rows calls it, before reading them.
+        """
+        head = self.head
+        if self.copied == head or not self._holding:
+            self.copied = head
+            return head
+        capacity = self.capacity
+        for row in range(self.copied, head):
+            slot = row % capacity
+            for column, values in self._holding:
+                value = values[slot]
+                values[slot] = None
+                # numpy releases the GIL for a copy this large: the caller's thread runs on
+                column[slot] = value
+        self.copied = head
+        return head
+
+    @property
+    def held_rows(self) -> int:
+        """Rows whose large values are still the caller's arrays, not copied yet."""
+        return self.head - self.copied if self._holding else 0
 
     @property
     def pending(self) -> int:
         return self.head - self.tail
 
     def close(self) -> None:
+        self.held = None
+        self._holding = []
         for view in self.byte_rows:
             if view is not None:
                 view[0].release()

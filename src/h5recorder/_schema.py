@@ -344,6 +344,12 @@ class Plan:
             return 0
         return self.collect_general(step, strict)
 
+    def forget(self) -> None:
+        """Drop the values of the last step, so that no reference to them stays here."""
+        values = self.values
+        for index in range(len(values)):
+            values[index] = None
+
     def collect_general(self, step: tuple[Any, ...], strict: bool) -> int:
         """:meth:`collect` for any step: missing keys, unknown keys, objects, errors."""
         for position, value in enumerate(step):

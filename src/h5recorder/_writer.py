@@ -556,7 +556,9 @@ class Writer(threading.Thread):
     def drain(self) -> None:
         """Move every published row out of the ring, writing the chunks that fill."""
         ring = self.ring
-        head = ring.head  # rows published after this are the next drain's: commits must not wait
+        # rows published after this are the next drain's: commits must not wait; values handed
+        # over (Recorder(handover=True)) are copied into the ring first, so no reader sees them
+        head = ring.copy_held()
         while self.done < head:
             start = self.done
             count = min(head - start, max(1, ring.capacity // 4))
