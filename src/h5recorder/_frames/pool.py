@@ -40,6 +40,7 @@ import threading
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from glob import escape as glob_escape
 from multiprocessing.connection import Connection, Pipe
 from multiprocessing.connection import wait as wait_readable
 from pathlib import Path
@@ -68,6 +69,17 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, cores - 1)
+
+
+def _remove_partial_files(path: str) -> None:
+    """Remove ``<path>.<random>.part`` files a killed worker left behind (its own name for
+    the frame it was writing, which only it knew)."""
+    target = Path(path)
+    for part in target.parent.glob(f"{glob_escape(target.name)}.*.part"):
+        try:
+            part.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 class _Job:
@@ -548,6 +560,7 @@ class FramePool:
                 job = self._jobs.get(job_id)
                 if job is None:
                     continue
+                _remove_partial_files(job.path)  # the dead worker's half-written PNG
                 job.attempts += 1
                 if job.attempts >= self.max_attempts:
                     self._fail(job_id, f"{why}, {job.attempts} times")
