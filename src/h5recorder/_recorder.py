@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import atexit
 import json
-import logging
 import shutil
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -61,6 +59,7 @@ from ._writer import (
     Counters,
     Status,
     Writer,
+    WriterSetup,
     caller_error,
     new_file,
     place_file,
@@ -116,20 +115,6 @@ def copy_and_delete_old(filename: str | Path) -> Path:
         target = path.with_name(f"{path.stem}{stamp}_{number}{path.suffix}")
     shutil.move(path, target)
     return target
-
-
-def _show_progress(frames: FramePool, label: str) -> None:
-    """Wait for the pool, with a progress bar on a terminal and a log line otherwise."""
-    total = frames.pending
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        with tqdm(total=total, desc=label, unit="frame", leave=False) as bar:
-            while not frames.wait(timeout=0.2):
-                bar.update(total - frames.pending - bar.n)
-    else:
-        logging.getLogger("h5recorder").info("%s ...", label)
-        frames.wait()
 
 
 @dataclass(frozen=True)
@@ -446,23 +431,25 @@ class Recorder:
         image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
         self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
         self._writer = Writer(
-            self._file,
-            leaves,
-            self._datasets,
-            self._ring,
-            self._counters,
-            [LeafStats(leaf) for leaf in leaves],
-            compression=options.compression,
-            compression_level=options.compression_level,
-            compression_threads=options.compression_threads,
-            commit_interval=options.commit_interval,
-            min_free_bytes=options.min_free_bytes,
-            frames=self._frames,
-            frame_targets=targets,
-            step_base=self._frame_steps,
-            time_columns=self._time_columns,
-            encode_deferred=options.frames == "all",
-            journal=self._journal,
+            WriterSetup(
+                self._file,
+                leaves,
+                self._datasets,
+                self._ring,
+                self._counters,
+                [LeafStats(leaf) for leaf in leaves],
+                compression=options.compression,
+                compression_level=options.compression_level,
+                compression_threads=options.compression_threads,
+                commit_interval=options.commit_interval,
+                min_free_bytes=options.min_free_bytes,
+                frames=self._frames,
+                frame_targets=targets,
+                step_base=self._frame_steps,
+                time_columns=self._time_columns,
+                encode_deferred=options.frames == "all",
+                journal=self._journal,
+            )
         )
         self._writer.start()
         try:
@@ -496,7 +483,7 @@ class Recorder:
                 if self._journal is not None:
                     self._journal.commit()
             except Exception as error:  # noqa: BLE001 - reported by close()
-                writer.error = error
+                writer.fail(error)
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -504,36 +491,14 @@ class Recorder:
 
     def _finish_frames(self, writer: Writer) -> None:
         """Wait for this episode's frames; write the deferred ones from the file."""
-        frames = self._frames
-        assert frames is not None
-        end = writer.step_base + writer.done
-        frames.wait(end)  # the ring's frames first: the ring is released after this
-        self._frame_steps = end
-        frames.advance(end)
-        if writer.deferred and (self.options.frames == "best-effort" or writer.error):
-            # skipped by choice, or unreadable from a file whose writer failed: listed
-            self.missing_frames = [path for _, _, path in writer.deferred]
-            writer.counters.frames_missing = len(self.missing_frames)
-        elif writer.deferred:
-            writer.refresh_lookups()
-            for row, leaf, path in writer.deferred:
-                frames.encode_from_array(self._datasets[leaf.index][row], path)
-        if frames.pending:
-            _show_progress(frames, f"writing {frames.pending} PNG frames of {self.filename.name}")
-        writer.encode_deferred = False  # written or listed as missing by now
-        writer.note_frames()
+        done = writer.finish_frames(best_effort=self.options.frames == "best-effort")
+        self._frame_steps = writer.step_base + writer.done
+        self.missing_frames = done.missing
         if writer.error is not None:
             return
         self._file.attrs.modify(
             FRAMES_ATTRIBUTE,
-            json.dumps(
-                frames_payload(
-                    [leaf.name for leaf, _, _ in writer.frame_targets],
-                    [str(folder) for _, _, folder in writer.frame_targets],
-                    len(writer.deferred),
-                    self.missing_frames,
-                )
-            ),
+            json.dumps(frames_payload(done.keys, done.folders, done.deferred, done.missing)),
         )
 
     def close(self) -> None:

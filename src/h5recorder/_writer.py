@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import queue
 import secrets
 import shutil
+import sys
 import threading
 import time
 import zlib
@@ -63,7 +65,16 @@ from ._schema import Leaf
 from ._stats import LeafStats
 from .errors import DiskFullError, WriterError
 
-__all__ = ["Counters", "Status", "Writer", "new_file", "open_file", "place_file"]
+__all__ = [
+    "Counters",
+    "FramesDone",
+    "Status",
+    "Writer",
+    "WriterSetup",
+    "new_file",
+    "open_file",
+    "place_file",
+]
 
 def caller_error(error: BaseException, failed: str) -> WriterError:
     """The error to raise in the caller's thread for ``error``, raised on the writer's.
@@ -298,6 +309,20 @@ def _file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
+def _show_progress(frames: FramePool, label: str) -> None:
+    """Wait for the pool, with a progress bar on a terminal and a log line otherwise."""
+    total = frames.pending
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=label, unit="frame", leave=False) as bar:
+            while not frames.wait(timeout=0.2):
+                bar.update(total - frames.pending - bar.n)
+    else:
+        logging.getLogger("h5recorder").info("%s ...", label)
+        frames.wait()
+
+
 class _Staging:
     """The chunk a leaf is filling: a buffer, how many rows it holds, which chunk it is."""
 
@@ -371,31 +396,54 @@ class _Frame:
             self.done.set()
 
 
-class Writer(threading.Thread):
-    """Drains the ring into ``datasets`` and commits; see the module docstring."""
+@dataclass(frozen=True)
+class WriterSetup:
+    """Everything a :class:`Writer` is built from: what it writes (the file, its leaves and
+    datasets), where rows come from (the ring), what it shares with the recorder (counters,
+    statistics, the PNG pool) and how (the recorder's options)."""
 
-    def __init__(
-        self,
-        file: h5py.File,
-        leaves: list[Leaf],
-        datasets: dict[int, h5py.Dataset],
-        ring: Ring,
-        counters: Counters,
-        stats: list[LeafStats],
-        *,
-        compression: str | None,
-        compression_level: int | None,
-        compression_threads: int,
-        commit_interval: float,
-        min_free_bytes: int,
-        frames: FramePool | None = None,
-        frame_targets: list[tuple[Leaf, FrameSource, Path]] | None = None,
-        step_base: int = 0,
-        time_columns: tuple[list[Leaf], list[h5py.Dataset]] | None = None,
-        encode_deferred: bool = True,
-        journal: JournaledFile | None = None,
-    ) -> None:
+    file: h5py.File
+    leaves: list[Leaf]
+    datasets: dict[int, h5py.Dataset]
+    ring: Ring
+    counters: Counters
+    stats: list[LeafStats]
+    compression: str | None
+    compression_level: int | None
+    compression_threads: int
+    commit_interval: float
+    min_free_bytes: int
+    frames: FramePool | None = None
+    frame_targets: list[tuple[Leaf, FrameSource, Path]] | None = None
+    step_base: int = 0  # the PNG pool's step numbers keep growing across episodes
+    time_columns: tuple[list[Leaf], list[h5py.Dataset]] | None = None
+    encode_deferred: bool = True  # deferred frames are written at close()
+    journal: JournaledFile | None = None
+
+
+@dataclass(frozen=True)
+class FramesDone:
+    """What :meth:`Writer.finish_frames` did with an episode's frames, for the file."""
+
+    keys: list[str]
+    folders: list[str]
+    deferred: int
+    missing: list[str]
+
+
+class Writer(threading.Thread):
+    """Drains the ring into ``datasets`` and commits; see the module docstring.
+
+    The recorder talks to it through :meth:`request`, :meth:`stop`, :meth:`finish_frames`,
+    :meth:`fail` and :meth:`raise_error`; the rest is this thread's own.
+    """
+
+    def __init__(self, setup: WriterSetup) -> None:
         super().__init__(name="h5recorder-writer", daemon=True)
+        file, leaves, datasets = setup.file, setup.leaves, setup.datasets
+        ring, counters, stats = setup.ring, setup.counters, setup.stats
+        frames, frame_targets, journal = setup.frames, setup.frame_targets, setup.journal
+        time_columns = setup.time_columns
         self.file = file
         self.leaves = leaves
         self.datasets = dict(datasets)
@@ -410,8 +458,8 @@ class Writer(threading.Thread):
         self.ring = ring
         self.counters = counters
         self.stats = stats
-        self.commit_interval = commit_interval
-        self.min_free_bytes = min_free_bytes
+        self.commit_interval = setup.commit_interval
+        self.min_free_bytes = setup.min_free_bytes
         self.staging = [_Staging(leaf) for leaf in leaves]
         self._no_rows: dict[np.dtype[Any], np.ndarray[Any, Any]] = {
             np.dtype(self._kernel_dtype(leaf)): np.empty(
@@ -423,15 +471,17 @@ class Writer(threading.Thread):
         self._tail_bytes = sum(leaf.chunk_rows * leaf.row_bytes for leaf in leaves)
         self.frames = frames
         self.frame_targets = frame_targets or []
-        self.step_base = step_base  # the pool's step numbers keep growing across episodes
+        self.step_base = setup.step_base
         self.done = 0  # rows drained; the ring's tail follows once the PNG pool is done too
         self.deferred: list[tuple[int, Leaf, str]] = []
-        self.encode_deferred = encode_deferred  # deferred frames are written at close()
+        self.encode_deferred = setup.encode_deferred
         self._frames_before = frames.counters.written if frames is not None else 0
         self.compressor: _Blosc2Frames | _Deflate | None = None
-        parsed = parse_compression(compression, compression_level)
+        parsed = parse_compression(setup.compression, setup.compression_level)
         if parsed.filter == "blosc2":
-            self.compressor = _Blosc2Frames(parsed.codec, parsed.level, compression_threads)
+            self.compressor = _Blosc2Frames(
+                parsed.codec, parsed.level, setup.compression_threads
+            )
         elif parsed.filter == "gzip":
             self.compressor = _Deflate(parsed.level)
         self.wake = threading.Event()
@@ -483,6 +533,41 @@ class Writer(threading.Thread):
             except TimeoutError:
                 continue
         return future.result()
+
+    def fail(self, error: BaseException) -> None:
+        """Record an error met outside this thread (closing the file), raised by
+        :meth:`raise_error` like the thread's own; the first one is kept."""
+        if self.error is None:
+            self.error = error
+
+    def finish_frames(self, best_effort: bool) -> FramesDone:
+        """After :meth:`stop`: wait for this episode's frames and write the deferred ones
+        from the file (or, with ``best_effort`` or a failed writer, list them as missing)."""
+        frames = self.frames
+        assert frames is not None
+        end = self.step_base + self.done
+        frames.wait(end)  # the ring's frames first: the ring is released after this
+        frames.advance(end)
+        missing: list[str] = []
+        if self.deferred and (best_effort or self.error):
+            # skipped by choice, or unreadable from a file whose writer failed: listed
+            missing = [path for _, _, path in self.deferred]
+            self.counters.frames_missing = len(missing)
+        elif self.deferred:
+            self.refresh_lookups()
+            for row, leaf, path in self.deferred:
+                frames.encode_from_array(self.datasets[leaf.index][row], path)
+        if frames.pending:
+            name = Path(self.file.filename).name
+            _show_progress(frames, f"writing {frames.pending} PNG frames of {name}")
+        self.encode_deferred = False  # written or listed as missing by now
+        self.note_frames()
+        return FramesDone(
+            [leaf.name for leaf, _, _ in self.frame_targets],
+            [str(folder) for _, _, folder in self.frame_targets],
+            len(self.deferred),
+            missing,
+        )
 
     def stop(self) -> None:
         """Drain everything, commit, and end the thread."""
