@@ -17,11 +17,13 @@ alternate, ``--lerobot-rounds`` rounds (default 2), all writing to the folder py
   like ``handover`` or ``copy``); skipped otherwise.
 
 Reported per case: ``record()``/``add_frame`` p50, p99, p99.9 and max over every step of the
-episode (its first call included, and shown apart), the seconds to finish the episode, and
-the seconds to set up; then, per subject, the median of the rounds and the ratio of its p99
-to ``lerobot-image``'s. The files are checked, never the timings: LeRobot's dataset opens with
-as many frames as recorded and an image read back equals the one given; h5recorder's ``size``
-is the steps recorded and a frame read back (and a PNG) equals the one given.
+episode (its first call included, and shown apart), the steps the pacer itself started more
+than half a period late (the control loop starved of CPU), the seconds to finish the episode,
+the seconds to set up, and the load average before and after; then, per subject, the median
+of the rounds and the ratio of its p50 and p99 to ``lerobot-image``'s. The files are checked,
+never the timings: LeRobot's dataset opens with as many frames as recorded and an image read
+back equals the one given (videos: every frame decodes); h5recorder's ``size`` is the steps
+recorded and a frame read back (and a PNG) equals the one given.
 
 Only in the ``lerobot`` tox env (``tox -e lerobot``; it installs torch and lerobot). There,
 torchvision's wheel is a CUDA build beside a CPU torch: its C ops do not load, and its import
@@ -274,6 +276,7 @@ def test_rig_at_30_hz(benchmark: Any, request: pytest.FixtureRequest, rig: list[
         pytest.skip("this checkout's Recorder has no hand-over of big arrays")
     os.sync()  # what the previous case left in the page cache is written back first
     figures: dict[str, Any] = {}
+    load_before = os.getloadavg()[0]  # the machine is shared: what else ran, roughly
     if subject.startswith("lerobot"):
         run = lambda: _lerobot(rig, tmp_path, steps, subject == "lerobot-video", figures)  # noqa: E731
     else:
@@ -284,7 +287,8 @@ def test_rig_at_30_hz(benchmark: Any, request: pytest.FixtureRequest, rig: list[
     durations = benchmark.pedantic(run, rounds=1, iterations=1)
     latency = percentiles_us(durations)
     figures = {"steps": steps, **latency, "first_us": round(float(durations[0]) / 1e3, 1),
-               **figures}
+               **figures, "load_before": round(load_before, 2),
+               "load_after": round(os.getloadavg()[0], 2)}
     _figures.setdefault(subject, []).append(figures)
     report(benchmark, f"{subject} round {round_ + 1}, {steps} steps at {RATE:g} Hz", figures)
 
