@@ -40,6 +40,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="alternating rounds of the write-path cases (default 3)")
     group.addoption("--stats-files", type=int, default=1000,
                     help="episode files whose statistics are merged (default 1000)")
+    group.addoption("--lerobot-steps", type=int, default=300,
+                    help="steps of the LeRobot side-by-side episode, at 30 Hz (default 300)")
+    group.addoption("--lerobot-rounds", type=int, default=2,
+                    help="alternating rounds of the LeRobot side-by-side cases (default 2)")
 
 
 @pytest.fixture(scope="session")
