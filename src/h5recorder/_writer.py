@@ -509,6 +509,7 @@ class Writer(threading.Thread):
         # gave it (``_settle``), so ring slots go back only once it is done with them.
         self._helpers = helpers_for_this_machine()
         self._crew: Crew | None = None
+        self._disk: Crew | None = None  # one thread writes lent chunks: see ``run``
         self._lanes: queue.SimpleQueue[int] = queue.SimpleQueue()
         for lane in range(1, self._helpers + 1):
             self._lanes.put(lane)
@@ -585,7 +586,11 @@ class Writer(threading.Thread):
         try:
             self._crew = Crew(self._helpers)
             if self.journal is not None:
-                self.journal.crew = self._crew
+                # The kernel takes a file's writes one at a time (its inode lock), and a
+                # second writer waiting there spins on a core the others need: one thread
+                # writes the lent chunks, in the order they were lent.
+                self._disk = Crew(1, name="h5recorder-disk")
+                self.journal.crew = self._disk
             threading.Thread(target=self._warm_up, name="h5recorder-compile", daemon=True).start()
             while True:
                 self.wake.wait(self.commit_interval / 4)
@@ -607,10 +612,11 @@ class Writer(threading.Thread):
         except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
             self.error = error
         finally:
-            if self._crew is not None:
-                self._crew.close()  # finishes what was handed over: nothing is half written
-                if self.journal is not None:
-                    self.journal.crew = None
+            for crew in (self._crew, self._disk):
+                if crew is not None:
+                    crew.close()  # finishes what was handed over: nothing is half written
+            if self.journal is not None:
+                self.journal.crew = None
             self.ring.released.set()
             while not self._requests.empty():
                 _, future = self._requests.get()
