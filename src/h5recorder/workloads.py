@@ -155,6 +155,35 @@ def _vector(rng: np.random.Generator, size: int, scale: float = 1.0) -> np.ndarr
     return (rng.standard_normal(size) * scale).astype(np.float32)
 
 
+def _camera_rig(
+    name: str, cameras: int, height: int, width: int, bank_size: int, seed: int,
+    rng: np.random.Generator,
+) -> Workload:
+    """Colour cameras and one depth image of ``height`` x ``width``, and 30 joint floats."""
+    box = spaces.Box
+    cams = [photo_frames(bank_size, height, width, seed=seed + k) for k in range(cameras)]
+    depth = depth_frames(bank_size, height, width, seed=seed + 7)
+    observation = spaces.Dict(
+        {
+            **{f"camera_{k}": box(0, 255, (height, width, 3), np.uint8) for k in range(cameras)},
+            "depth": box(0, 65535, (height, width), np.uint16),
+        }
+    )
+    state = spaces.Dict({"joints": box(-np.pi, np.pi, (30,), np.float32)})
+    bank = [
+        {
+            "observation": {
+                **{f"camera_{k}": cams[k][i] for k in range(cameras)},
+                "depth": depth[i],
+            },
+            "state": {"joints": _vector(rng, 30, 0.5)},
+        }
+        for i in range(bank_size)
+    ]
+    keys = [f"camera_{k}" for k in range(cameras)] + ["depth"]
+    return Workload(name, observation, None, state, bank, keys)
+
+
 def workload(
     name: str, bank_size: int = 64, seed: int = 0, cameras: int | None = None
 ) -> Workload:
@@ -187,63 +216,14 @@ def workload(
                 }
             )
         return Workload(name, observation, action, state, bank, ["image"])
-    if name == "rig":
-        cameras = 3 if cameras is None else cameras
-        if not 1 <= cameras <= 3:
-            raise ValueError(f"cameras: expected 1 to 3, got {cameras}")
-        cams = [photo_frames(bank_size, 480, 640, seed=seed + k) for k in range(cameras)]
-        depth = depth_frames(bank_size, 480, 640, seed=seed + 7)
-        observation = spaces.Dict(
-            {
-                **{f"camera_{k}": box(0, 255, (480, 640, 3), np.uint8) for k in range(cameras)},
-                "depth": box(0, 65535, (480, 640), np.uint16),
-            }
-        )
-        state = spaces.Dict({"joints": box(-np.pi, np.pi, (30,), np.float32)})
-        for i in range(bank_size):
-            bank.append(
-                {
-                    "observation": {
-                        **{f"camera_{k}": cams[k][i] for k in range(cameras)},
-                        "depth": depth[i],
-                    },
-                    "state": {"joints": _vector(rng, 30, 0.5)},
-                }
-            )
-        return Workload(
-            name,
-            observation,
-            None,
-            state,
-            bank,
-            [f"camera_{k}" for k in range(cameras)] + ["depth"],
-        )
-    if name == "hd":
-        cameras = 2 if cameras is None else cameras
-        if not 1 <= cameras <= 4:
-            raise ValueError(f"cameras: expected 1 to 4, got {cameras}")
-        bank_size = min(bank_size, 12)  # 4.6 MB a step with two cameras
-        cams = [photo_frames(bank_size, 720, 1280, seed=seed + k) for k in range(cameras)]
-        depth = depth_frames(bank_size, 720, 1280, seed=seed + 7)
-        observation = spaces.Dict(
-            {
-                **{f"camera_{k}": box(0, 255, (720, 1280, 3), np.uint8) for k in range(cameras)},
-                "depth": box(0, 65535, (720, 1280), np.uint16),
-            }
-        )
-        state = spaces.Dict({"joints": box(-np.pi, np.pi, (30,), np.float32)})
-        for i in range(bank_size):
-            bank.append(
-                {
-                    "observation": {
-                        **{f"camera_{k}": cams[k][i] for k in range(cameras)},
-                        "depth": depth[i],
-                    },
-                    "state": {"joints": _vector(rng, 30, 0.5)},
-                }
-            )
-        keys = [f"camera_{k}" for k in range(cameras)] + ["depth"]
-        return Workload(name, observation, None, state, bank, keys)
+    if name in ("rig", "hd"):
+        most, height, width = (3, 480, 640) if name == "rig" else (4, 720, 1280)
+        cameras = (3 if name == "rig" else 2) if cameras is None else cameras
+        if not 1 <= cameras <= most:
+            raise ValueError(f"cameras: expected 1 to {most}, got {cameras}")
+        if name == "hd":
+            bank_size = min(bank_size, 12)  # 7.4 MB a step with two cameras
+        return _camera_rig(name, cameras, height, width, bank_size, seed, rng)
     if name == "proprio":
         state = spaces.Dict(
             {
