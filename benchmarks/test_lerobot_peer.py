@@ -41,7 +41,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from gymnasium import spaces
 from PIL import Image
 
 from h5recorder import Options, Recorder
-from h5recorder._bench import percentiles_us
+from h5recorder._bench import paced, percentiles_us
 from h5recorder.workloads import photo_frames
 
 RATE = 30.0
@@ -62,8 +61,6 @@ CAMERAS = ("camera_0", "camera_1")
 BANK = 32
 SUBJECTS = ("lerobot-image", "lerobot-video", "h5recorder", "h5recorder-png",
             "h5recorder-handover")
-# The pacer wakes this long before a step is due and spins the rest (as h5recorder._bench does).
-_SPIN_NS = 300_000
 
 
 def _import_torchvision() -> None:
@@ -138,33 +135,6 @@ def handover() -> tuple[str, str, bool] | None:
     return None
 
 
-def paced(prepare: Callable[[int], Any], call: Callable[[Any], None],
-          steps: int) -> tuple[np.ndarray[Any, Any], int]:
-    """``call(prepare(i))`` for ``i`` in ``range(steps)``, step ``i`` due at ``start + i /
-    RATE``; the durations (ns) of the calls alone, and how many started more than half a
-    period late."""
-    clock = time.perf_counter_ns
-    period = int(1e9 / RATE)
-    durations = np.empty(steps, np.int64)
-    late = 0
-    start = clock() + period
-    for i in range(steps):
-        argument = prepare(i)
-        due = start + i * period
-        ahead = due - clock() - _SPIN_NS
-        if ahead > 0:
-            time.sleep(ahead / 1e9)
-        now = clock()
-        while now < due:
-            now = clock()
-        if now - due > period // 2:
-            late += 1
-        began = clock()
-        call(argument)
-        durations[i] = clock() - began
-    return durations, late
-
-
 def _lerobot(rig: list[dict[str, Any]], folder: Path, steps: int, video: bool,
              figures: dict[str, Any]) -> np.ndarray[Any, Any]:
     kind = "video" if video else "image"
@@ -189,8 +159,8 @@ def _lerobot(rig: list[dict[str, Any]], folder: Path, steps: int, video: bool,
         }
         for step in rig
     ]
-    # add_frame takes keys out of the dict it is given: a fresh one each step, made untimed
-    durations, late = paced(lambda i: dict(frames[i % BANK]), dataset.add_frame, steps)
+    # add_frame takes keys out of the dict it is given: ``**`` makes a fresh one each step
+    durations, late = paced(lambda **frame: dataset.add_frame(frame), frames, RATE, steps / RATE)
     figures["late_steps"] = late
     began = time.perf_counter()
     dataset.save_episode()
@@ -244,7 +214,7 @@ def _h5recorder(rig: list[dict[str, Any]], folder: Path, steps: int, png: bool,
         assert recorder.wait_ready(timeout=120)
     figures["setup_s"] = round(time.perf_counter() - began, 3)
     record = recorder.record
-    durations, late = paced(lambda i: rig[i % BANK], lambda step: record(**step, **extra), steps)
+    durations, late = paced(lambda **step: record(**step, **extra), rig, RATE, steps / RATE)
     figures["late_steps"] = late
     began = time.perf_counter()
     recorder.close()
