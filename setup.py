@@ -1,6 +1,6 @@
 """Ships ``h5recorder-hdf5-filters.pth`` at the top of site-packages; the rest is pyproject.toml.
 
-The file (see ``src/h5recorder/_plugin_path.py``) lets readers that never import hdf5plugin
+The file (see ``src/h5recorder/_tools/plugin_path.py``) lets readers that never import hdf5plugin
 decode blosc2 chunks. It goes into the wheel beside the package, as setuptools ships its own
 ``distutils-precedence.pth``, so pip lists it in RECORD and ``pip uninstall`` removes it; an
 editable install (``pip install -e``) gets it the same way. Nothing writes it at run time.
@@ -17,7 +17,7 @@ from setuptools.command.build import build
 
 HERE = Path(__file__).resolve().parent
 # read by path: building must not import the package (its dependencies are not installed yet)
-_HOOK = runpy.run_path(str(HERE / "src" / "h5recorder" / "_plugin_path.py"))
+_HOOK = runpy.run_path(str(HERE / "src" / "h5recorder" / "_tools" / "plugin_path.py"))
 
 
 class build_pth(Command):

@@ -1,6 +1,6 @@
 """Plot ``record()`` latency percentiles, h5recorder against mbodied, measured side by side.
 
-Runs the paced latency cases of ``h5recorder._bench`` (HDF5 only, each workload at its rate
+Runs the paced latency cases of ``h5recorder._tools.bench`` (HDF5 only, each workload at its rate
 in ``LATENCY_RATES``) and draws p50, p99, p99.9 and max per workload on a log scale. Needs
 mbodied (for its side) and matplotlib, neither a dependency of h5recorder:
 
@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from h5recorder import _bench
+from h5recorder._tools import bench as _bench
 from h5recorder.workloads import WORKLOADS, workload
 
 PERCENTILES = (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9"), ("max_us", "max"))

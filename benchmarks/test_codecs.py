@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from bench_support import report
 
-from h5recorder._writer import _Blosc2Frames
+from h5recorder._write.writer import _Blosc2Frames
 from h5recorder.workloads import depth_frames, photo_frames
 
 MIN_SECONDS = 0.15

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from bench_support import load_workload, report
 
-from h5recorder import _bench
-from h5recorder._writer import Writer
+from h5recorder._tools import bench as _bench
+from h5recorder._write.writer import Writer
 
 RATES = {"seed": 1000.0, "proprio": 2000.0}
 

@@ -29,7 +29,7 @@ from bench_support import report
 from PIL import Image
 
 from h5recorder import Recorder
-from h5recorder._bench import paced, percentiles_us
+from h5recorder._tools.bench import paced, percentiles_us
 from h5recorder.workloads import Workload, workload
 
 RATE = 30.0

@@ -1,7 +1,7 @@
 """PNG frames per second against the number of worker processes, on real photographs.
 
 Each case fills one shared-memory column with moving, noisy crops of real photographs (the
-recorder's ring, as ``_ring.SharedColumn`` makes it), starts a pool with ``workers``
+recorder's ring, as ``_write.ring.SharedColumn`` makes it), starts a pool with ``workers``
 processes (not timed), then times writing every frame of the column as a PNG file and
 waiting for the last one. Figures, with ``-s``: frames/s, and per-worker efficiency against
 one worker of the same size and encoder measured earlier in the same run.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from h5recorder._frames import FrameJob, FramePool, FrameSource, frame_path
-from h5recorder._ring import SHM_DIR, SHM_PREFIX, SharedColumn
+from h5recorder._write.frames import FrameJob, FramePool, FrameSource, frame_path
+from h5recorder._write.ring import SHM_DIR, SHM_PREFIX, SharedColumn
 from h5recorder.workloads import photo_frames
 
 CORES = len(os.sched_getaffinity(0))

@@ -52,7 +52,7 @@ from gymnasium import spaces
 from PIL import Image
 
 from h5recorder import Options, Recorder
-from h5recorder._bench import paced, percentiles_us
+from h5recorder._tools.bench import paced, percentiles_us
 from h5recorder.workloads import photo_frames
 
 RATE = 30.0

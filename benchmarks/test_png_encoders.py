@@ -1,7 +1,7 @@
 """PNG encoders per frame kind, as one worker runs them: ms per frame, frames/s, bytes, exact.
 
 For each kind the recorder saves (RGB, RGBA, gray, 16-bit depth) at 640x480 and 1280x720,
-and each encoder that can write it (``h5recorder._frames.encoders``), frames are moving, noisy
+and each encoder that can write it (``h5recorder._write.frames.encoders``), frames are moving, noisy
 crops of real photographs (``h5recorder.workloads``). Each case writes its frames as PNG files
 exactly as a worker does (``write_png``: encode, write ``<path>.part``, rename) in a loop of
 at least ``MIN_SECONDS``, and reports per frame the median CPU time of this thread (which
@@ -28,7 +28,7 @@ import pytest
 from bench_support import report
 from PIL import Image
 
-from h5recorder._frames.encoders import choose_encoders, write_png
+from h5recorder._write.frames.encoders import choose_encoders, write_png
 from h5recorder.workloads import depth_frames, photo_frames
 
 MIN_SECONDS = 1.0

@@ -184,7 +184,7 @@ def test_view_a_long_episode(benchmark: Any, long_seed_file: Path, subject: str)
     """A 10,000-step seed episode saved as a Rerun recording: ``h5recorder view --save``
     against logging the same leaves one step at a time with ``rr.log``."""
     rr = pytest.importorskip("rerun", reason="rerun-sdk is the 'view' extra")
-    from h5recorder._view import view
+    from h5recorder._tools.view import view
 
     path = long_seed_file
     out = path.parent

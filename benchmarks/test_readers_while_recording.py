@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 from bench_support import load_workload
 
-from h5recorder import Recorder, _bench
+from h5recorder import Recorder
+from h5recorder._tools import bench as _bench
 
 
 def _open_close_us(path: Path, init: Any, rounds: int = 2000) -> float:

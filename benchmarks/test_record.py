@@ -43,8 +43,9 @@ import numpy as np
 import pytest
 from bench_support import check_file, report
 
-from h5recorder import Recorder, _bench
-from h5recorder._bench import NaiveWriter
+from h5recorder import Recorder
+from h5recorder._tools import bench as _bench
+from h5recorder._tools.bench import NaiveWriter
 from h5recorder.workloads import Workload
 
 WARM_UP_SECONDS = 0.5

@@ -16,8 +16,8 @@ import pytest
 from bench_support import load_workload, report
 
 from h5recorder import native
-from h5recorder._schema import Plan
-from h5recorder._stats import LeafStats
+from h5recorder._write.schema import Plan
+from h5recorder._write.stats import LeafStats
 
 ROWS = {"seed": 64, "rig": 16, "proprio": 1024}
 

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 from bench_support import check_steps, load_workload, report
 
-from h5recorder import _bench
+from h5recorder._tools import bench as _bench
 from h5recorder.workloads import WORKLOADS
 
 # Baselines first, so that the recorders' ratios can be taken in the same run.

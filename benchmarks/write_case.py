@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from h5recorder._bench import McapWriter, SequentialWriter, ours
+from h5recorder._tools.bench import McapWriter, SequentialWriter, ours
 from h5recorder.workloads import workload
 
 SUBJECTS = ("stream", "stream-fsync", "h5recorder", "h5recorder-none", "mcap", "mcap-lz4")

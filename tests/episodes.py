@@ -117,6 +117,6 @@ def killed_episode(folder: Path, steps: int = 400) -> tuple[Path, dict[str, np.n
     child.wait()
     child.stdout.close()
     path = folder / "killed.h5"
-    recover = [sys.executable, "-m", "h5recorder._cli", "recover", str(path)]
+    recover = [sys.executable, "-m", "h5recorder._tools.cli", "recover", str(path)]
     subprocess.run(recover, check=True, capture_output=True)
     return path, episode_values(steps, seed=99)

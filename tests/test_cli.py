@@ -10,7 +10,7 @@ import h5py
 
 def run(*args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", *args],
+        [sys.executable, "-m", "h5recorder._tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -74,7 +74,7 @@ def test_recover_reports_a_clean_file_unchanged(tmp_path):
     out = run("recover", str(tmp_path / "demo_proprio.h5"))
     assert f"{size} steps readable" in out and "trimmed" not in out
     bad = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "missing.h5")],
+        [sys.executable, "-m", "h5recorder._tools.cli", "recover", str(tmp_path / "missing.h5")],
         capture_output=True,
         text=True,
     )

@@ -20,8 +20,8 @@ from gymnasium import spaces
 
 import h5recorder
 from h5recorder import Recorder, RecoveryError
-from h5recorder._cli import main
-from h5recorder._recover import recover
+from h5recorder._tools.cli import main
+from h5recorder._write.recover import recover
 from h5recorder.workloads import photo_frames
 
 RATE = 500
@@ -109,7 +109,7 @@ def kill_and_check(tmp_path: Path, delay: float, frames: np.ndarray) -> None:
     lost_at_most = int(RATE * (COMMIT_INTERVAL + 1.0)) + 25
     assert size >= recorded - lost_at_most, (size, recorded)
     result = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],
+        [sys.executable, "-m", "h5recorder._tools.cli", "recover", str(tmp_path / "crash.h5")],
         capture_output=True,
         text=True,
         check=True,
@@ -186,7 +186,7 @@ def test_kill_9_during_close_leaves_a_readable_file(tmp_path, crash_frames, dela
     child.stdout.close()
     size = check_rows(tmp_path / "crash.h5", crash_frames)
     result = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "recover", str(tmp_path / "crash.h5")],
+        [sys.executable, "-m", "h5recorder._tools.cli", "recover", str(tmp_path / "crash.h5")],
         capture_output=True, text=True, check=True,
     )
     assert f"{size} steps readable" in result.stdout

@@ -1,7 +1,7 @@
 """Crash consistency at every write: a recording's writes are logged, then replayed.
 
 A child process records with every write, truncation and fsync made to its file logged
-(``LOGGED_OPEN``: the file object HDF5 writes through, ``_journal.JournaledFile``, with its
+(``LOGGED_OPEN``: the file object HDF5 writes through, ``_write.journal.JournaledFile``, with its
 three disk calls logged). The test then
 rebuilds the file as a crash after each logged call would leave it and checks every state:
 after ``recover`` (and, in the kill model, as it is where it opens), every row below ``size``
@@ -34,7 +34,7 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from h5recorder._recover import recover
+from h5recorder._write.recover import recover
 from h5recorder.workloads import photo_frames, render_frames
 
 FRAMES = 16
@@ -46,8 +46,8 @@ SEED = 11
 LOGGED_OPEN = """
 import os, struct
 import h5py
-from h5recorder import _writer
-from h5recorder._journal import JournaledFile
+from h5recorder._write import writer as _writer
+from h5recorder._write.journal import JournaledFile
 
 LOG = os.open(os.environ["H5RECORDER_WRITE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 

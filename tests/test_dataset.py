@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 import h5recorder
 from h5recorder import Recorder, SchemaError
-from h5recorder._stats import QUANTILES, quantile_key
+from h5recorder._write.stats import QUANTILES, quantile_key
 
 from .episodes import (
     episode_values,
@@ -130,7 +130,7 @@ def test_stats_command_prints_and_writes_json(folder, tmp_path):
     where, values = folder
     out = tmp_path / "stats.json"
     result = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "stats", str(where), "--json", str(out)],
+        [sys.executable, "-m", "h5recorder._tools.cli", "stats", str(where), "--json", str(out)],
         capture_output=True,
         text=True,
         check=True,
@@ -184,7 +184,7 @@ def test_episodes_whose_leaf_differs_in_dtype_or_shape_are_refused(tmp_path, cha
 
 def test_stats_never_writes_through_a_symlink_planted_at_its_output(folder, tmp_path):
     """The default output, ``SOURCE/stats.json``, lies in a folder others may write to."""
-    from h5recorder._cli import main
+    from h5recorder._tools.cli import main
 
     where, _ = folder
     source = tmp_path / "source"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from h5recorder._frames import (
+from h5recorder._write.frames import (
     FrameError,
     FrameJob,
     FramePool,
@@ -30,7 +30,7 @@ from h5recorder._frames import (
     frame_dirs,
     frame_path,
 )
-from h5recorder._ring import SHM_DIR, SHM_PREFIX, SharedColumn
+from h5recorder._write.ring import SHM_DIR, SHM_PREFIX, SharedColumn
 from h5recorder.errors import SchemaError
 from h5recorder.workloads import depth_frames, photo_frames
 
@@ -533,7 +533,7 @@ def test_unguarded_script_is_not_run_again_by_workers(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""
         import os
         import numpy as np
-        from h5recorder._frames import FramePool
+        from h5recorder._write.frames import FramePool
 
         with open({str(marker)!r}, "a") as runs:
             runs.write(f"{{os.getpid()}}\\n")

@@ -26,7 +26,7 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder
-from h5recorder._journal import ENTRY, HEADER, JOURNAL_BYTES, MAGIC
+from h5recorder._write.journal import ENTRY, HEADER, JOURNAL_BYTES, MAGIC
 
 STEPS = 300
 SECONDS = 2.0  # the most any operation may take on a hostile file
@@ -38,9 +38,9 @@ import hashlib, json, resource, signal, sys, time, io, contextlib
 import numpy as np
 import h5recorder
 from h5recorder import RecorderError
-from h5recorder._cli import main
-from h5recorder._inspect import summarize
-from h5recorder._recover import recover
+from h5recorder._tools.cli import main
+from h5recorder._tools.inspect import summarize
+from h5recorder._write.recover import recover
 
 def read_everything(path):
     with h5recorder.open(path) as episode:

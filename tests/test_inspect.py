@@ -21,7 +21,7 @@ from tests.test_read import kill_crash_child
 
 def inspect(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "inspect", *args],
+        [sys.executable, "-m", "h5recorder._tools.cli", "inspect", *args],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -84,7 +84,7 @@ def test_check_fails_on_a_crashed_file_until_and_after_recover(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT closed cleanly" in result.stdout and "UNHEALTHY" in result.stdout
     assert "recover" in result.stdout
-    mended = subprocess.run([sys.executable, "-m", "h5recorder._cli", "recover", str(path)],
+    mended = subprocess.run([sys.executable, "-m", "h5recorder._tools.cli", "recover", str(path)],
                             capture_output=True, text=True, timeout=120)
     assert mended.returncode == 0, mended.stderr
     result = inspect("--check", "--json", str(path))

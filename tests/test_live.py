@@ -21,7 +21,7 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder, read_live
-from h5recorder._live import SOCKET_SUFFIX
+from h5recorder._write.live import SOCKET_SUFFIX
 from h5recorder.errors import LiveError
 
 SPACE = spaces.Dict(
@@ -332,7 +332,7 @@ def test_live_command_prints_a_summary_while_recording_and_at_the_end(tmp_path, 
     with Recorder("cli", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
         _paced(recorder, frames, 0, 200, 500.0)
         command = subprocess.Popen(
-            [sys.executable, "-m", "h5recorder._cli", "live", str(recorder.filename),
+            [sys.executable, "-m", "h5recorder._tools.cli", "live", str(recorder.filename),
              "--every", "0.2", "--count", "3"],
             stdout=subprocess.PIPE, text=True,
         )
@@ -346,7 +346,7 @@ def test_live_command_prints_a_summary_while_recording_and_at_the_end(tmp_path, 
     assert len(steps) == 3 and 200 <= steps[0] <= steps[1] <= steps[2] <= index
     assert all("ring" in line and "frames" in line and "last commit" in line for line in lines)
     done = subprocess.run(
-        [sys.executable, "-m", "h5recorder._cli", "live", str(recorder.filename)],
+        [sys.executable, "-m", "h5recorder._tools.cli", "live", str(recorder.filename)],
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert f"steps {index:,}" in done.stdout and "(not recording)" in done.stdout

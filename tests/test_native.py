@@ -7,9 +7,9 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import native
-from h5recorder._schema import make_leaf
-from h5recorder._stats import LeafStats
-from h5recorder._writer import _merge_intervals_numpy
+from h5recorder._write.schema import make_leaf
+from h5recorder._write.stats import LeafStats
+from h5recorder._write.writer import _merge_intervals_numpy
 from h5recorder.workloads import photo_frames
 
 CASES = {

@@ -262,7 +262,7 @@ def test_ranges_read_back_exactly_whatever_the_codec(tmp_path, frames, compressi
                              "note": f"step {i}"})  # fmt: skip
     recorded = {"observation/image": images, "observation/walk": walk, "observation/flags": flags}
     if compression in ("blosc2", "blosc2:zstd", None):
-        monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)  # small chunks too
+        monkeypatch.setattr(h5recorder._read.episode, "DIRECT_CHUNK_BYTES", 0)  # small chunks too
 
         def forbidden(*args: Any, **kwargs: Any) -> None:
             raise AssertionError("read through HDF5's filter pipeline")
@@ -314,7 +314,7 @@ class _StaleLookups:
 
 def test_a_chunk_rewritten_between_lookup_and_read_still_reads_right(tmp_path, monkeypatch):
     """The direct chunk reads decide on the bytes they read, not on the lookup before."""
-    monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)
+    monkeypatch.setattr(h5recorder._read.episode, "DIRECT_CHUNK_BYTES", 0)
     rng = np.random.default_rng(8)
     flags = rng.integers(-2, 3, (600, 64)).astype(np.int8)  # compresses: chunks stored blosc2
     space = spaces.Dict({"flags": spaces.Box(-3, 3, (64,), np.int8)})
@@ -338,7 +338,7 @@ def test_threads_sharing_a_column_read_their_own_rows(tmp_path, monkeypatch):
     may): each gets exactly its rows."""
     import threading
 
-    monkeypatch.setattr(h5recorder._read, "DIRECT_CHUNK_BYTES", 0)
+    monkeypatch.setattr(h5recorder._read.episode, "DIRECT_CHUNK_BYTES", 0)
     rng = np.random.default_rng(9)
     values = np.cumsum(rng.integers(-2, 3, (3000, 256)), axis=0).astype(np.int16)
     space = spaces.Dict({"x": spaces.Box(-(2**15), 2**15 - 1, (256,), np.int16)})

@@ -15,7 +15,7 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder
-from h5recorder._plugin_path import PTH_NAME, pth_line
+from h5recorder._tools.plugin_path import PTH_NAME, pth_line
 
 SPACE = spaces.Dict(
     {

@@ -353,7 +353,7 @@ def test_a_writer_failure_surfaces_in_the_callers_thread(tmp_path, frames):
 
 def _writer_fails_with(monkeypatch, error: Exception) -> None:
     """The writer thread raises ``error`` the first time it drains the ring."""
-    from h5recorder import _writer
+    from h5recorder._write import writer as _writer
 
     def drain(self):
         raise error
@@ -364,7 +364,7 @@ def _writer_fails_with(monkeypatch, error: Exception) -> None:
 def test_a_frame_error_of_the_writer_reaches_the_caller_as_itself(tmp_path, frames, monkeypatch):
     """An error class whose constructor takes other arguments than a message (FrameError:
     path, step, reason) keeps its class and fields, in record() and in close()."""
-    from h5recorder._frames import FrameError
+    from h5recorder._write.frames import FrameError
 
     original = FrameError("frames/000003.png", 3, "encoder gone")
     _writer_fails_with(monkeypatch, original)
@@ -603,7 +603,7 @@ def record_a_few(tmp_path, frames, name: str) -> None:
 @pytest.fixture
 def shm_dir(tmp_path, monkeypatch):
     """A private stand-in for ``/dev/shm``: other recorders on the machine sweep the real one."""
-    from h5recorder import _ring
+    from h5recorder._write import ring as _ring
 
     folder = tmp_path / "shm"
     folder.mkdir(mode=0o1777)
@@ -613,7 +613,7 @@ def shm_dir(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")
 def test_a_stale_segment_of_another_user_is_left_alone(tmp_path, frames, shm_dir):
-    from h5recorder._ring import SHM_PREFIX
+    from h5recorder._write.ring import SHM_PREFIX
 
     pid = dead_pid()
     ours = shm_dir / f"{SHM_PREFIX}{pid}_{os.urandom(4).hex()}_ours"
@@ -631,7 +631,7 @@ def test_a_stale_segment_that_cannot_be_removed_does_not_stop_the_recorder(
     """Anyone can create ``/dev/shm/h5rec_<pid>_...``; removing it may be refused."""
     from pathlib import Path
 
-    from h5recorder._ring import SHM_PREFIX
+    from h5recorder._write.ring import SHM_PREFIX
 
     stuck = shm_dir / f"{SHM_PREFIX}{dead_pid()}_{os.urandom(4).hex()}_stuck"
     stuck.touch()

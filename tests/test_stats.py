@@ -8,8 +8,8 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder, native
-from h5recorder._schema import make_leaf
-from h5recorder._stats import (
+from h5recorder._write.schema import make_leaf
+from h5recorder._write.stats import (
     QUANTILES,
     SKETCH_K,
     LeafStats,

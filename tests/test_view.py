@@ -48,7 +48,7 @@ def run_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent(f"""
         import sys
         {prelude}
-        from h5recorder._cli import main
+        from h5recorder._tools.cli import main
         sys.exit(main(sys.argv[1:]))
     """)
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
@@ -93,7 +93,7 @@ def _read_rrd(path: Path) -> dict[str, dict[str, dict[int, Any]]]:
 @pytest.mark.parametrize("how", ["command", "function, batches of 64 steps"])
 def test_the_saved_recording_holds_every_frame_and_scalar(episode_file, tmp_path, how):
     pytest.importorskip("rerun", reason="rerun-sdk is the 'view' extra: tox -e view")
-    from h5recorder._view import view
+    from h5recorder._tools.view import view
 
     path, steps = episode_file
     out = tmp_path / "episode.rrd"

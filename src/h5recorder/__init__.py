@@ -5,15 +5,15 @@ A drop-in replacement for ``mbodied.data.recording.Recorder``::
     from h5recorder import Recorder
 """
 
-from ._dataset import Dataset, EpisodeInfo, dataset
-from ._health import Health
-from ._live import read_live
-from ._read import Column, Episode, Time
-from ._read import open_episode as open
-from ._recorder import Options, Recorder, copy_and_delete_old
-from ._schema import create_dataset_for_space_dict
+from ._format.health import Health
+from ._read.dataset import Dataset, EpisodeInfo, dataset
+from ._read.episode import Column, Episode, Time
+from ._read.episode import open_episode as open
 from ._version import __version__
-from ._writer import Status
+from ._write.live import read_live
+from ._write.recorder import Options, Recorder, copy_and_delete_old
+from ._write.schema import create_dataset_for_space_dict
+from ._write.writer import Status
 from .errors import (
     ClosedError,
     DiskFullError,

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ._dataset import LeafSchema, _difference, _schema_of, episode_paths
-from ._format import ROOTS, walk_datasets
-from ._read import open_episode
+from ._format.attrs import ROOTS, walk_datasets
+from ._read.dataset import LeafSchema, _difference, _schema_of, episode_paths
+from ._read.episode import open_episode
 from .errors import SchemaError
 
 try:

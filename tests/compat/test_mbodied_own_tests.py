@@ -69,4 +69,4 @@ def test_mbodied_recording_and_replaying_tests_pass_with_h5recorder(
     assert re.search(r"\b13 passed\b", summary[-1]), report
     assert not re.search(r"failed|error|skipped|xfail", summary[-1]), report
     # the substitution took effect before the tests imported mbodied's names
-    assert "mbodied's Recorder is h5recorder._recorder.Recorder" in run.stdout, report
+    assert "mbodied's Recorder is h5recorder._write.recorder.Recorder" in run.stdout, report

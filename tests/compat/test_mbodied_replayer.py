@@ -622,7 +622,7 @@ def _replay_in_fresh_process(path: Path, tmp_path: Path, plugin_path: bool) -> d
     with open(result_path, "rb") as file:
         result: dict[str, Any] = pickle.load(file)
     # the reader imports only mbodied; the environment's hook imports hdf5plugin after h5py
-    # (installed by pip with h5recorder, see h5recorder._plugin_path)
+    # (installed by pip with h5recorder, see h5recorder._tools.plugin_path)
     assert result["loaded"] == ["hdf5plugin"], "the reader imported h5recorder"
     return result
 

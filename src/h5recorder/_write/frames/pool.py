@@ -131,7 +131,7 @@ class FramePool:
         zlib level, 0 (stored) to 9. With the run-length strategy used here, levels above 1
         take longer and gain little on camera frames.
     encoder
-        One of :data:`~h5recorder._frames.encoders.ENCODERS`; ``"auto"`` takes the fastest
+        One of :data:`~h5recorder._write.frames.encoders.ENCODERS`; ``"auto"`` takes the fastest
         installed for each kind of frame. :attr:`encoders` says which writes which kind.
     batch_size
         Most frames sent to a worker in one message. Smaller batches are sent when the queue
@@ -181,7 +181,7 @@ class FramePool:
         self.encoders = choose_encoders(encoder, compress_level)
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        from .._ring import SHM_DIR, SHM_PREFIX  # not at the top: workers never need the ring
+        from ..ring import SHM_DIR, SHM_PREFIX  # not at the top: workers never need the ring
 
         self._shm_dir = SHM_DIR
         self._transient_dir = (
@@ -463,7 +463,7 @@ class FramePool:
                     str(child.fileno()),
                     str(self.compress_level),
                     json.dumps(self.encoders),
-                    os.path.dirname(os.path.dirname(__file__)),
+                    os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
                     json.dumps(_worker_path()),
                 ],
                 pass_fds=(child.fileno(),),

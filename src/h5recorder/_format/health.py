@@ -2,8 +2,8 @@
 
 ``h5recorder.open(...).health``, ``h5recorder inspect`` and ``h5recorder.dataset()`` all get
 it from :func:`health_of`. It reads no data and opens nothing: callers pass the attributes and
-dataset lengths they read (checked by ``_untrusted``), and, where they looked, which PNG
-frames are absent from disk. This module imports only ``_format``.
+dataset lengths they read (checked by ``_read.untrusted``), and, where they looked, which PNG
+frames are absent from disk. This module imports only ``_format.attrs``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._format import CLOSED_ATTRIBUTE, RECOVERED_ATTRIBUTE, TIME_ATTRIBUTE, VERSION_ATTRIBUTE
+from .attrs import CLOSED_ATTRIBUTE, RECOVERED_ATTRIBUTE, TIME_ATTRIBUTE, VERSION_ATTRIBUTE
 
 __all__ = ["Health", "closed_of", "has_statistics", "health_of", "steps_of"]
 
-SUMMARY_ATTRIBUTE = "stats_summary"  # every statistic of a leaf, packed (``_stats``)
+SUMMARY_ATTRIBUTE = "stats_summary"  # every statistic of a leaf, packed (``_write.stats``)
 COUNT_ATTRIBUTE = "stats_count"  # present alone where the summary does not fit one attribute
 
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ._crew import Crew
-from .errors import RecoveryError, WriterError
+from ..errors import RecoveryError, WriterError
+from .crew import Crew
 
 __all__ = [
     "JOURNAL_BYTES",

@@ -23,10 +23,10 @@ from typing import Any
 import h5py
 from h5py._objects import phil
 
-from ._files import replace_file
-from ._format import walk_datasets
-from ._ring import _pid_alive
-from .errors import LiveError, RecorderError
+from .._format.attrs import walk_datasets
+from ..errors import LiveError, RecorderError
+from .files import replace_file
+from .ring import _pid_alive
 
 __all__ = ["LiveServer", "read_live", "register", "unregister"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._read import Column, Episode, open_episode
+from .._read.episode import Column, Episode, open_episode
 
 __all__ = ["MAX_SCALARS", "plan_entities", "view"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
 __all__ = ["TEXT_MAX_LENGTH", "space_from_json", "space_to_json"]
 

@@ -20,7 +20,7 @@ with zlib's run-length strategy and the ``SUB`` filter; ``pillow`` always instal
 writes RGB at ``compress_level`` 1 only (it has one setting); other levels go to the next.
 
 This module imports numpy and nothing of the package beyond :mod:`h5recorder.errors` and
-:mod:`h5recorder._files`, so worker processes stay small; the encoder libraries are imported
+:mod:`h5recorder._write.files`, so worker processes stay small; the encoder libraries are imported
 when first used.
 """
 
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .._files import replace_file
-from ..errors import SchemaError
+from ...errors import SchemaError
+from ..files import replace_file
 
 __all__ = [
     "ENCODERS",

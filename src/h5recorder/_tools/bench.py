@@ -45,9 +45,9 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from ._recorder import Recorder
-from ._version import __version__
-from .workloads import Workload, workload
+from .._version import __version__
+from .._write.recorder import Recorder
+from ..workloads import Workload, workload
 
 __all__ = [
     "LATENCY_RATES",

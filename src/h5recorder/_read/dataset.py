@@ -21,11 +21,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._format import ROOTS, jsonable
-from ._health import Health, has_statistics, health_of, steps_of
-from ._stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
-from ._untrusted import Checked, check_recording, check_rows
-from .errors import ReadError, SchemaError
+from .._format.attrs import ROOTS, jsonable
+from .._format.health import Health, has_statistics, health_of, steps_of
+from .._write.stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
+from ..errors import ReadError, SchemaError
+from .untrusted import Checked, check_recording, check_rows
 
 __all__ = ["Dataset", "EpisodeInfo", "dataset", "episode_paths"]
 
@@ -191,7 +191,7 @@ def episode_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
 
 
 def _checked(file: h5py.File) -> Checked:
-    """The file's attributes and the datasets under its roots, checked (``_untrusted``)."""
+    """The file's attributes and the datasets under its roots, checked (``_read.untrusted``)."""
     return check_recording(file, [root for root in ROOTS if root in file])
 
 

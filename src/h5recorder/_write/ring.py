@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._schema import Leaf
+from .schema import Leaf
 
 __all__ = ["SHM_DIR", "SHM_PREFIX", "Ring", "sweep_stale_segments"]
 

@@ -12,7 +12,7 @@ is allocated, read from elsewhere or written on its word:
 - the layout: groups and datasets reached from the roots by hard links only (a soft or external
   link is not followed), each once, at most ``MAX_DEPTH`` groups deep; datasets stored in
   this file (external or virtual storage would read other files): the walk is
-  :func:`h5recorder._format.walk_datasets`;
+  :func:`h5recorder._format.attrs.walk_datasets`;
 - a space description: the shape it gives each leaf is the shape of the dataset that holds it;
 - rows: a dataset stores the chunks that the rows to be read from it need, so a claimed length
   costs what the file holds, not what it says;
@@ -33,7 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._format import (
+from .._format.attrs import (
     FRAMES_ATTRIBUTE,
     OPTIONS_ATTRIBUTE,
     RECOVERED_ATTRIBUTE,
@@ -42,7 +42,7 @@ from ._format import (
     check_storage,
     walk_datasets,
 )
-from .errors import ReadError
+from ..errors import ReadError
 
 __all__ = [
     "MAX_ITEM_ELEMENTS",
@@ -92,7 +92,7 @@ def json_attribute(
     (mbodied writes Python reprs, and a crash may leave a string cut short)."""
     try:
         raw = obj.attrs.get(name)
-    except OSError:  # rewritten by the commit a crash cut short (see ``_recover``)
+    except OSError:  # rewritten by the commit a crash cut short (see ``_write.recover``)
         return None
     if raw is None:
         return None

@@ -1,9 +1,9 @@
 """Mending a file whose recorder was killed: ``h5recorder recover PATH``.
 
-What a killed recorder leaves (see ``_writer``), and what is done about it:
+What a killed recorder leaves (see ``_write.writer``), and what is done about it:
 
 - With ``durability="power"``, a commit that a power cut interrupted while it overwrote the
-  file's metadata: its journal (``_journal``) is complete, and its bytes are written back,
+  file's metadata: its journal (``_write.journal``) is complete, and its bytes are written back,
   which gives the file of the last durable commit.
 - The index of a dataset was flushed before the superblock that records the file's new end of
   allocation: HDF5 then refuses to read what lies past the recorded end ("addr overflow").
@@ -17,7 +17,7 @@ What a killed recorder leaves (see ``_writer``), and what is done about it:
 Before any of that, a file that another process records is refused (its recorder's lock, or a
 ``.live`` sidecar naming a running process), and the file is locked until recover is done.
 What the mending would write is first checked through a read-only view of the file as it would
-be: a file holding what a crash cannot leave (``_untrusted``) is refused and left as it was.
+be: a file holding what a crash cannot leave (``_read.untrusted``) is refused and left as it was.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
-from ._format import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
-from ._journal import SIGNATURE, apply_journal, read_journal
-from ._live import sidecar
-from ._untrusted import check_recording, check_rows
-from .errors import ReadError, RecoveryError
+from .._format.attrs import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
+from .._read.untrusted import check_recording, check_rows
+from ..errors import ReadError, RecoveryError
+from .journal import SIGNATURE, apply_journal, read_journal
+from .live import sidecar
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -206,7 +206,7 @@ class _View(io.RawIOBase):
 def _lock(fd: int, path: Path) -> None:
     """Hold an exclusive lock on the file until ``fd`` is closed, or say who holds one.
 
-    Linux's open file description locks conflict with the recorder's (``_journal``), even one
+    Linux's open file description locks conflict with the recorder's (``_write.journal``), even one
     in this process, and closing another descriptor of the file (HDF5's) does not drop them.
     """
     setlk = getattr(fcntl, "F_OFD_SETLK", None)
@@ -287,7 +287,7 @@ def recover(path: str | Path) -> RecoveryReport:
 
     Raises :class:`RecoveryError` when the file cannot be opened, is being recorded (another
     process holds its lock, or its live sidecar names a running process), or holds what a
-    crash cannot leave (see ``_untrusted``); the message says which.
+    crash cannot leave (see ``_read.untrusted``); the message says which.
     """
     path = Path(path)
     try:

@@ -1,6 +1,6 @@
 """The worker process: maps ring segments, encodes the frames it is sent, reports back.
 
-A worker is a fresh interpreter started by :class:`~h5recorder._frames.pool.FramePool` with
+A worker is a fresh interpreter started by :class:`~h5recorder._write.frames.pool.FramePool` with
 :data:`BOOTSTRAP`. It imports this package, numpy and the chosen encoders, nothing else. It
 reads each frame in place from the shared-memory ring (a transient file for frames given as
 arrays), writes the PNG through ``<path>.<random>.part`` and a rename, answers each batch with one
@@ -143,6 +143,6 @@ sys.path[:] = json.loads(sys.argv[5])
 package = types.ModuleType("h5recorder")
 package.__path__ = [sys.argv[4]]
 sys.modules["h5recorder"] = package
-from h5recorder._frames.worker import serve
+from h5recorder._write.frames.worker import serve
 serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
 """

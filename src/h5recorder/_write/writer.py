@@ -27,7 +27,7 @@ leaves rows below ``size`` intact (``tests/test_crash_replay.py`` checks every w
   continuation block that HDF5 writes after the header pointing to it.
 
 What a crash can still leave: a superblock whose end of allocation lags the index (the index is
-flushed first), and chunks past ``size``; ``recover`` mends both (``_recover``).
+flushed first), and chunks past ``size``; ``recover`` mends both (``_write.recover``).
 """
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ import blosc2  # imported before the recorder registers its exit hook, so it out
 import h5py
 import numpy as np
 
-from . import native
-from ._crew import Crew, helpers_for_this_machine
-from ._files import replace_file
-from ._format import STATUS_ATTRIBUTE, parse_compression, walk_datasets
-from ._frames import FrameJob, FramePool, FrameSource, frame_path
-from ._journal import JournaledFile
-from ._ring import Ring
-from ._schema import Leaf
-from ._stats import LeafStats
-from .errors import DiskFullError, WriterError
+from .. import native
+from .._format.attrs import STATUS_ATTRIBUTE, parse_compression, walk_datasets
+from ..errors import DiskFullError, WriterError
+from .crew import Crew, helpers_for_this_machine
+from .files import replace_file
+from .frames import FrameJob, FramePool, FrameSource, frame_path
+from .journal import JournaledFile
+from .ring import Ring
+from .schema import Leaf
+from .stats import LeafStats
 
 __all__ = [
     "Counters",
@@ -216,7 +216,7 @@ def new_file(path: Path, user_block: int = 0) -> h5py.File:
 
     ``fs_strategy="none"``: HDF5 keeps no free-space lists, so space it frees is never reused
     (except at the very end of the file, which the writer guards against). ``user_block``
-    bytes at the start are left to the power-loss journal (``_journal``). The format of HDF5
+    bytes at the start are left to the power-loss journal (``_write.journal``). The format of HDF5
     1.8 (object headers v2) stores attributes over 64 KiB, such as the per-element statistics
     of a large ``Box``, in dense storage; the 1.6 format refuses them.
     """
@@ -447,7 +447,7 @@ class Writer(threading.Thread):
         self.file = file
         self.leaves = leaves
         self.datasets = dict(datasets)
-        # per-step time (monotonic and wall clock), from the ring's stamps; see _schema
+        # per-step time (monotonic and wall clock), from the ring's stamps; see _write.schema
         self.time_leaves: list[Leaf] = []
         if time_columns is not None:
             for number, (leaf, dataset) in enumerate(zip(*time_columns, strict=True)):

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ._files import replace_file
-from ._format import STATUS_ATTRIBUTE
-from ._recorder import Recorder
-from ._recover import recover
-from ._writer import Status
-from .errors import ReadError, RecorderError, RecoveryError, SchemaError
-from .workloads import WORKLOADS, workload
+from .._format.attrs import STATUS_ATTRIBUTE
+from .._write.files import replace_file
+from .._write.recorder import Recorder
+from .._write.recover import recover
+from .._write.writer import Status
+from ..errors import ReadError, RecorderError, RecoveryError, SchemaError
+from ..workloads import WORKLOADS, workload
 
 
 def _pace(started: float, count: int, period: float) -> None:
@@ -148,8 +148,8 @@ def _recover(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from ._inspect import render, summarize
-    from ._read import open_episode
+    from .._read.episode import open_episode
+    from .inspect import render, summarize
 
     code = 0
     summaries = []
@@ -175,7 +175,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     import json
 
-    from ._dataset import dataset
+    from .._read.dataset import dataset
 
     try:
         data = dataset(args.source)
@@ -209,7 +209,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
-    from ._view import view
+    from .view import view
 
     try:
         kinds = view(args.path, save=args.save, keys=args.key)
@@ -226,7 +226,7 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import _bench
+    from . import bench as _bench
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -268,7 +268,7 @@ def _live_line(status: dict[str, Any], taken: float) -> str:
 
 def _live(args: argparse.Namespace) -> int:
     """Print a line per snapshot (``read_live``) until the recording ends or ``--count``."""
-    from ._live import _live_address, read_live
+    from .._write.live import _live_address, read_live
 
     count = 0
     while True:

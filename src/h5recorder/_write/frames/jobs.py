@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import SchemaError, WriterError
+from ...errors import SchemaError, WriterError
 
 __all__ = [
     "FrameCounters",
@@ -77,7 +77,7 @@ class FrameSource(NamedTuple):
 
     @classmethod
     def of(cls, column: Any) -> FrameSource:
-        """The source of a :class:`h5recorder._ring.SharedColumn`."""
+        """The source of a :class:`h5recorder._write.ring.SharedColumn`."""
         array = column.array
         return cls(str(column.name), tuple(int(n) for n in array.shape), array.dtype.str)
 

@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import ReadError, SchemaError
+from ..errors import ReadError, SchemaError
 
 __all__ = [
     "CLOSED_ATTRIBUTE",

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from ._format import jsonable
-from ._read import Column, Episode
+from .._format.attrs import jsonable
+from .._read.episode import Column, Episode
 
 __all__ = ["render", "summarize"]
 

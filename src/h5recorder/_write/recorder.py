@@ -2,7 +2,7 @@
 
 The caller's thread, inside ``record()``, only checks the step (``Plan.collect``), copies it
 into the ring and advances the head. Everything that touches h5py while a recording runs
-happens on the writer thread (``_writer``), except the direct paths the reference API offers
+happens on the writer thread (``_write.writer``), except the direct paths the reference API offers
 (``record_timestep``, ``recorder.file``), which the user calls knowingly.
 """
 
@@ -27,8 +27,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from . import _live
-from ._format import (
+from .._format.attrs import (
     CLOSED_ATTRIBUTE,
     FRAMES_ATTRIBUTE,
     OPTIONS_ATTRIBUTE,
@@ -38,10 +37,13 @@ from ._format import (
     VERSION_ATTRIBUTE,
     frames_payload,
 )
-from ._frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
-from ._journal import JOURNAL_BYTES, JournaledFile, is_locked
-from ._ring import Ring, capacity_for, sweep_stale_segments
-from ._schema import (
+from .._version import __version__
+from ..errors import ClosedError, RecorderError, SchemaError
+from . import live as _live
+from .frames import FramePool, FrameSource, check_image, default_workers, frame_dirs
+from .journal import JOURNAL_BYTES, JournaledFile, is_locked
+from .ring import Ring, capacity_for, sweep_stale_segments
+from .schema import (
     Leaf,
     Plan,
     create_layout,
@@ -53,9 +55,8 @@ from ._schema import (
     to_mapping,
     unwrap,
 )
-from ._stats import LeafStats
-from ._version import __version__
-from ._writer import (
+from .stats import LeafStats
+from .writer import (
     Counters,
     Status,
     Writer,
@@ -65,7 +66,6 @@ from ._writer import (
     place_file,
     reserve_header_space,
 )
-from .errors import ClosedError, RecorderError, SchemaError
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
 
@@ -213,7 +213,7 @@ class Options:
         if self.min_free_bytes < 0:
             raise ValueError(f"min_free_bytes: expected >= 0, got {self.min_free_bytes}")
         probe = spaces.Box(0, 1, (1,), np.float32)
-        from ._schema import make_leaf
+        from .schema import make_leaf
 
         dataset_options(
             make_leaf(("probe",), probe, self.chunk_bytes), self.compression, self.compression_level
@@ -528,7 +528,7 @@ class Recorder:
 
     def _mark_closed(self) -> None:
         """Say in the file that close() finished it (``h5recorder inspect`` reads this)."""
-        self._file.attrs.modify(CLOSED_ATTRIBUTE, True)  # in place: see _writer
+        self._file.attrs.modify(CLOSED_ATTRIBUTE, True)  # in place: see _write.writer
         self._file.flush()
 
     def reset(self) -> None:

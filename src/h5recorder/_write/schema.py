@@ -3,7 +3,7 @@
 A :class:`Plan` is built once per file from gymnasium spaces (declared, or inferred from the
 first step). It lists every leaf column with its dtype, shape and how a value is checked, and
 it creates the groups, datasets and attributes of the file layout (written down in
-``_format``; mbodied's readers read it, see "Compared with mbodied's Recorder" in the README).
+``_format.attrs``; mbodied's readers read it, see "Compared with mbodied's Recorder" in the README).
 
 ``Plan.collect`` is the caller's side of ``record()``: it walks one step, checks every value
 and leaves the converted values in a preallocated list, raising :class:`StepError` before
@@ -23,9 +23,9 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from ._format import ROOTS, SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
-from ._spaces import TEXT_MAX_LENGTH, space_from_json, space_to_json
-from .errors import SchemaError, StepError, StepTypeError
+from .._format.attrs import ROOTS, SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
+from .._format.spaces import TEXT_MAX_LENGTH, space_from_json, space_to_json
+from ..errors import SchemaError, StepError, StepTypeError
 
 __all__ = [
     "Group",
@@ -270,7 +270,7 @@ def unwrap(value: Any) -> Any:
 def stored_json(value: Any) -> Any:
     """A Tuple's item in JSON's types, as the file stores it: exact, so NaN and infinities
     stay floats (json writes NaN and Infinity and reads them back); reports use
-    :func:`h5recorder._format.jsonable` instead."""
+    :func:`h5recorder._format.attrs.jsonable` instead."""
     value = unwrap(value)
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()

@@ -1,6 +1,6 @@
 """One recorded episode, read back: ``h5recorder.open(path)``.
 
-The read side of the contract in ``_schema``: spaces are rebuilt from the attributes, every
+The read side of the contract in ``_write.schema``: spaces are rebuilt from the attributes, every
 leaf is a lazy :class:`Column` that reads only the chunks a selection needs, steps come back
 as the nested dicts mbodied's ``Replayer`` yields, and batches as flat dicts of arrays read a
 block of chunks at a time. Rows at or beyond the ``size`` attribute are never read: they are
@@ -26,15 +26,16 @@ import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 import numpy as np
 from gymnasium import spaces
 
-from ._format import (
+from .._format.attrs import (
     SPACE_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
     roots_of,
 )
-from ._health import Health, closed_of, has_statistics, health_of, steps_of
-from ._spaces import TEXT_MAX_LENGTH, space_from_json
-from ._untrusted import (
+from .._format.health import Health, closed_of, has_statistics, health_of, steps_of
+from .._format.spaces import TEXT_MAX_LENGTH, space_from_json
+from ..errors import ReadError, SchemaError
+from .untrusted import (
     MAX_ITEM_ELEMENTS,
     check_dataset,
     check_description,
@@ -42,7 +43,6 @@ from ._untrusted import (
     check_rows,
     json_attribute,
 )
-from .errors import ReadError, SchemaError
 
 __all__ = ["Column", "Episode", "Health", "Time", "open_episode"]
 
@@ -58,7 +58,7 @@ DIRECT_CHUNK_BYTES = 512 << 10
 
 def _json_attr(obj: h5py.HLObject, name: str) -> Any:
     """A JSON attribute, or None when it is absent or not JSON (mbodied writes Python reprs);
-    size and depth checked (``_untrusted``)."""
+    size and depth checked (``_read.untrusted``)."""
     return json_attribute(obj, name, object)
 
 

@@ -27,9 +27,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import native
-from ._schema import Leaf
-from .errors import WriterError
+from .. import native
+from ..errors import WriterError
+from .schema import Leaf
 
 __all__ = [
     "QUANTILES",

@@ -1,0 +1,1 @@
+"""The file format: attribute names and their values, health, the space encoding."""

@@ -1,0 +1,1 @@
+"""The command line and what it runs: inspect, view, bench; the .pth hook for readers."""

@@ -1,0 +1,1 @@
+"""The write path: the recorder, its ring, the writer thread, journal, frames and recovery."""
