@@ -23,7 +23,13 @@ import numpy as np
 
 from .._format.attrs import ROOTS, jsonable
 from .._format.health import Health, has_statistics, health_of, steps_of
-from .._write.stats import QUANTILES, Summary, quantile_key, summaries_from_fields, unpack_summary
+from .._format.summary import (
+    QUANTILES,
+    Summary,
+    quantile_key,
+    summaries_from_fields,
+    unpack_summary,
+)
 from ..errors import ReadError, SchemaError
 from .untrusted import Checked, check_recording, check_rows
 
