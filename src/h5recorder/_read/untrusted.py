@@ -138,7 +138,9 @@ def _check_status(status: Mapping[str, Any] | None) -> None:
         return
     for key, value in status.items():
         if value is not None and not isinstance(value, int | float):  # bool is an int
-            raise ReadError(f"recorder_status: expected numbers, found {_kind(value)} for {key!r}")
+            raise ReadError(
+                f"{STATUS_ATTRIBUTE}: expected numbers, found {_kind(value)} for {key!r}"
+            )
 
 
 def _row_shape(dataset: h5py.Dataset) -> list[int]:
@@ -241,13 +243,13 @@ def check_frame_keys(keys: Any, leaves: Sequence[str]) -> list[str]:
     """The leaves named by ``recorder_frames`` ``keys``: each a leaf of the file, whose parts
     name folders (no empty, ``.`` or ``..`` part: the writer's ``frame_dirs`` rule)."""
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
-        raise ReadError(f"recorder_frames: expected a list of leaf names, found {keys!r:.80}")
+        raise ReadError(f"{FRAMES_ATTRIBUTE}: expected a list of leaf names, found {keys!r:.80}")
     for key in keys:
         if any(part in ("", ".", "..") or "\\" in part or "\0" in part
                for part in key.split("/")):
-            raise ReadError(f"recorder_frames: {key!r:.80} cannot name a folder of PNG frames")
+            raise ReadError(f"{FRAMES_ATTRIBUTE}: {key!r:.80} cannot name a folder of PNG frames")
         if key not in leaves:
-            raise ReadError(f"recorder_frames: {key!r:.80} is not a leaf of the file "
+            raise ReadError(f"{FRAMES_ATTRIBUTE}: {key!r:.80} is not a leaf of the file "
                             f"(expected one of {list(leaves)[:8]})")
     return list(keys)
 
@@ -328,6 +330,6 @@ def check_recording(file: h5py.File, roots: Sequence[str]) -> Checked:
             check_frame_keys(frames["keys"], [name for name, _ in datasets])
         missing = frames.get("missing", [])
         if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
-            raise ReadError(f"recorder_frames: 'missing': expected a list of paths, found "
+            raise ReadError(f"{FRAMES_ATTRIBUTE}: 'missing': expected a list of paths, found "
                             f"{missing!r:.80}")
     return Checked(size, datasets, descriptions, status, options, frames, recovered)
