@@ -25,7 +25,7 @@ from gymnasium import spaces
 
 import h5recorder
 from h5recorder import Recorder
-from h5recorder._write.stats import QUANTILES
+from h5recorder._format.summary import QUANTILES
 from h5recorder.workloads import Workload, photo_frames
 
 ray = pytest.importorskip("ray")

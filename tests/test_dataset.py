@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 import h5recorder
 from h5recorder import Recorder, SchemaError
-from h5recorder._write.stats import QUANTILES, quantile_key
+from h5recorder._format.summary import QUANTILES, quantile_key
 
 from .episodes import (
     episode_values,

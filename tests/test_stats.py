@@ -8,16 +8,15 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder, native
-from h5recorder._write.schema import make_leaf
-from h5recorder._write.stats import (
+from h5recorder._format.summary import (
     QUANTILES,
-    SKETCH_K,
-    LeafStats,
     Summary,
     quantile_key,
     summaries_from_fields,
     unpack_summary,
 )
+from h5recorder._write.schema import make_leaf
+from h5recorder._write.stats import SKETCH_K, LeafStats
 from h5recorder.workloads import photo_frames
 
 

@@ -30,23 +30,11 @@ from .._format.summary import (
     Summary,
     pack_summary,
     quantile_key,
-    summaries_from_fields,
-    unpack_summary,
-    weighted_quantiles,
 )
 from ..errors import WriterError
 from .schema import Leaf
 
-__all__ = [
-    "QUANTILES",
-    "LeafStats",
-    "Summary",
-    "pack_summary",
-    "quantile_key",
-    "summaries_from_fields",
-    "unpack_summary",
-    "weighted_quantiles",
-]
+__all__ = ["LeafStats"]
 
 SKETCH_K = 4096  # items per compactor level: the bound grows like log2(n / k) / k
 SKETCH_POINTS = 1024  # points stored per column: they add at most 1 / 2048 to the rank error
