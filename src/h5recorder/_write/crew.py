@@ -62,10 +62,6 @@ class Crew:
         if error is not None:
             raise error
 
-    @property
-    def busy(self) -> bool:
-        return self._open > 0
-
     def close(self) -> None:
         """Finish what was submitted, then end the threads."""
         for _ in self._threads:

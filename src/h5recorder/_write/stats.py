@@ -123,24 +123,26 @@ class LeafStats:
         assert self.histogram is not None
         rows = native.kernels.TABLES * self.width
         tables = self.histogram[lane * rows : (lane + 1) * rows]
-        scratch = None
-        if self._scratch is not None:
-            scratch = self._scratch[lane * rows : (lane + 1) * rows]
-        if scratch is not None:  # a chunk holds far fewer than 2**32 values
-            scratch[:] = 0
-        counted = native.histogram_rows(
-            ring.view(self.unsigned),
-            slot,
-            count,
-            self._no_rows,
-            0,
-            self.width,
-            tables if scratch is None else scratch,
-        )
-        if not counted:
+        if self._scratch is None:
+            self._count(ring.view(self.unsigned), slot, count, self._no_rows, 0, tables)
+            return
+        scratch = self._scratch[lane * rows : (lane + 1) * rows]
+        scratch[:] = 0  # a chunk holds far fewer than 2**32 values
+        self._count(ring.view(self.unsigned), slot, count, self._no_rows, 0, scratch)
+        tables += scratch
+
+    def _count(
+        self,
+        ring: np.ndarray[Any, Any],
+        slot: int,
+        count: int,
+        out: np.ndarray[Any, Any],
+        out_row: int,
+        tables: np.ndarray[Any, Any],
+    ) -> None:
+        """``native.histogram_rows`` into ``tables``; a table too small is an error."""
+        if not native.histogram_rows(ring, slot, count, out, out_row, self.width, tables):
             raise WriterError(f"{self.leaf.name}: its statistics table is too small")
-        if scratch is not None:
-            tables += scratch
 
     def fold(
         self,
@@ -159,11 +161,7 @@ class LeafStats:
         if self.histogram is not None:
             ring, out = ring.view(self.unsigned), out.view(self.unsigned)
             if compiled:
-                counted = native.histogram_rows(
-                    ring, slot, count, out, out_row, self.width, self.histogram
-                )
-                if not counted:
-                    raise WriterError(f"{self.leaf.name}: its statistics table is too small")
+                self._count(ring, slot, count, out, out_row, self.histogram)
             else:
                 block = self._copy_numpy(ring, slot, count, out, out_row)
                 for column in range(self.width):

@@ -852,11 +852,6 @@ class Writer(threading.Thread):
                     data = rows.view(np.uint8) if leaf.dtype.kind == "b" else rows
                     crew.submit(frame.make, self.compressor, data)
                     self._compressing.append((leaf, staging, staging.chunk, rows, frame))
-                    if staging.extent < (staging.chunk + 1) * rows_per_chunk:
-                        self.datasets[leaf.index].resize(
-                            (staging.chunk + 1) * rows_per_chunk, axis=0
-                        )
-                        staging.extent = (staging.chunk + 1) * rows_per_chunk
                 else:
                     self._write_chunk(leaf, staging, rows, raw=trying)
                 staging.next_chunk()
