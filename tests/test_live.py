@@ -21,7 +21,7 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder, read_live
-from h5recorder._write.live import SOCKET_SUFFIX
+from h5recorder._format.live import SOCKET_SUFFIX
 from h5recorder.errors import LiveError
 
 SPACE = spaces.Dict(

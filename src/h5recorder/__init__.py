@@ -9,8 +9,8 @@ from ._format.health import Health
 from ._read.dataset import Dataset, EpisodeInfo, dataset
 from ._read.episode import Column, Episode, Time
 from ._read.episode import open_episode as open
+from ._read.live import read_live
 from ._version import __version__
-from ._write.live import read_live
 from ._write.recorder import Options, Recorder, copy_and_delete_old
 from ._write.schema import create_dataset_for_space_dict
 from ._write.writer import Status

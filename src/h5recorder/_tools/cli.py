@@ -268,11 +268,11 @@ def _live_line(status: dict[str, Any], taken: float) -> str:
 
 def _live(args: argparse.Namespace) -> int:
     """Print a line per snapshot (``read_live``) until the recording ends or ``--count``."""
-    from .._write.live import _live_address, read_live
+    from .._read.live import live_address, read_live
 
     count = 0
     while True:
-        recording = _live_address(args.path) is not None
+        recording = live_address(args.path) is not None
         try:
             status = read_live(args.path, _live_summary)
         except (OSError, RecorderError) as error:

@@ -1,4 +1,4 @@
-"""Reads while recording: the reader's side of what the writer offers.
+"""Reads while recording: the recorder's side, in its own process and for others.
 
 In the recording process, any ``h5py.File(path)`` of a file an open recorder is writing first
 asks that recorder for a commit (``Recorder.flush``), so the reader sees every step
@@ -21,14 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-from h5py._objects import phil
 
-from .._format.attrs import walk_datasets
-from ..errors import LiveError, RecorderError
+from .._format.live import (
+    DONE,
+    EXPIRED,
+    HELD,
+    MAX_PAUSE,
+    READY,
+    SNAPSHOT,
+    SOCKET_SUFFIX,
+    sidecar,
+)
+from ..errors import RecorderError
 from .files import replace_file
 from .ring import _pid_alive
 
-__all__ = ["LiveServer", "read_live", "register", "unregister"]
+try:  # h5py's lock around every call into HDF5: the only way to ask whether a thread is in one
+    from h5py._objects import phil as _h5py_lock
+except ImportError:  # pragma: no cover - an h5py that moved it
+    _h5py_lock = None
+
+__all__ = ["LiveServer", "register", "unregister"]
 
 # (device, inode) of each file an open recorder of this process writes -> its flush()
 _recording: dict[tuple[int, int], Callable[[], None]] = {}
@@ -75,12 +88,19 @@ def flush_before_open(name: Any) -> None:
     flush = _recording.get(_identity(name))  # type: ignore[arg-type]
     # A thread inside an h5py call (a visititems callback, say) holds h5py's lock, which
     # the writer needs to commit: waiting for it there would never end.
-    if flush is None or phil._is_owned():
+    if flush is None or _in_h5py_call():
         return
     try:
         flush()
     except RecorderError:
         pass  # the recorder raises its own failure to its caller; this open goes ahead
+
+
+def _in_h5py_call() -> bool:
+    """Whether this thread is inside an h5py call; True when h5py cannot say (no commit is
+    asked for then: the open sees the steps of the last commit, and nothing waits forever)."""
+    owned = getattr(_h5py_lock, "_is_owned", None)
+    return owned is None or bool(owned())
 
 
 def _install() -> None:
@@ -108,29 +128,7 @@ def _uninstall() -> None:
         h5py.File.__init__ = current._h5recorder_original
 
 
-# -- other processes: a snapshot on request -------------------------------------------------
-#
-# The recorder listens on a Unix socket named in a sidecar file ``<file>.live`` (JSON: pid,
-# socket). A reader connects and sends ``snapshot``; the recorder's writer thread commits (the
-# file on disk is then consistent: rows, then ``size``) and stops writing the file until the
-# reader sends ``done``, at most ``MAX_PAUSE`` seconds and never past half the ring (record()
-# keeps filling the ring meanwhile, it never waits). The recorder then answers ``ok`` if the
-# pause held for the whole read, ``expired`` if it had to end it first: the reader then drops
-# what it read and asks again.
-#
-# The socket lies in a folder only this user may enter (``<tmp>/h5recorder-live-<uid>``, mode
-# 0700, checked after it is made: another user may have made it first), and a reader talks only
-# to a socket of its own user (or root), checked before it asks and, with ``SO_PEERCRED``,
-# after it connects: a sidecar names any socket, and anyone can write one where they may write.
-
-MAX_PAUSE = 2.0
-SIDECAR_SUFFIX = ".live"
-SOCKET_SUFFIX = ".sock"
-_TRUSTED_UIDS = frozenset({0, os.getuid()})
-
-
-def sidecar(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name + SIDECAR_SUFFIX)
+# -- other processes: a snapshot on request (the protocol: h5recorder._format.live) -----
 
 
 def _is_private(folder: Path) -> bool:
@@ -225,12 +223,12 @@ class LiveServer:
     def _answer(self, connection: Any) -> None:
         connection.settimeout(MAX_PAUSE + 5)
         reader = connection.makefile("rb", buffering=0)
-        if reader.readline().strip() != b"snapshot":
+        if reader.readline().strip() != SNAPSHOT:
             return
         outcome = {"held": False}
 
         def hold() -> None:
-            connection.sendall(b"ready\n")
+            connection.sendall(READY + b"\n")
             connection.settimeout(0.005)
             ends = time.monotonic() + MAX_PAUSE
             received = b""
@@ -243,12 +241,12 @@ class LiveServer:
                     return  # the reader went away
                 received += chunk
                 if received.endswith(b"\n"):
-                    outcome["held"] = received.strip() == b"done"
+                    outcome["held"] = received.strip() == DONE
                     return
 
         self._pause(hold)
         connection.settimeout(5)
-        connection.sendall(b"ok\n" if outcome["held"] else b"expired\n")
+        connection.sendall((HELD if outcome["held"] else EXPIRED) + b"\n")
 
     def close(self) -> None:
         """Stop answering (a reader being answered gets its reply first) and clean up."""
@@ -272,128 +270,3 @@ class LiveServer:
                 pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(MAX_PAUSE + 5)
-
-
-def _live_address(path: Path) -> str | None:
-    """The socket of the recorder writing ``path`` now, or None (not being recorded)."""
-    import json
-
-    try:
-        info = json.loads(sidecar(path).read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no sidecar, or its recorder is gone (a crash): the file is at rest
-    return str(info["socket"])
-
-
-def _refuse_untrusted(target: Path, address: str, connection: Any | None = None) -> None:
-    """Raise :class:`LiveError` unless the socket is this user's (or root's), file and peer."""
-    import socket
-    import struct
-
-    if connection is None:
-        try:
-            info = os.lstat(address)
-        except OSError:
-            return  # gone: the recorder is closing, and connecting fails
-        if not stat.S_ISSOCK(info.st_mode) or info.st_uid not in _TRUSTED_UIDS:
-            raise LiveError(
-                f"{target}: its sidecar names {address}, which is not a socket of this user "
-                f"(uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); refusing to use it"
-            )
-        return
-    if not hasattr(socket, "SO_PEERCRED"):
-        return  # not Linux: the owner of the socket file was checked
-    credentials = connection.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-    )
-    pid, uid, _ = struct.unpack("3i", credentials)
-    if uid not in _TRUSTED_UIDS:
-        raise LiveError(
-            f"{target}: the process answering on {address} (pid {pid}) runs as uid {uid}, "
-            f"not as this user (uid {os.getuid()}); refusing to talk to it"
-        )
-
-
-def read_live(
-    path: str | os.PathLike[str],
-    read: Callable[[h5py.File], Any] | None = None,
-    *,
-    attempts: int = 50,
-) -> Any:
-    """Read a consistent snapshot of a file, while another process records it, or at rest.
-
-    Parameters
-    ----------
-    path
-        The ``.h5`` file.
-    read
-        Called with the open ``h5py.File`` while the recorder holds its writes; its result is
-        returned. Default: ``{dataset name: its rows below size}`` plus ``"size"``.
-    attempts
-        Snapshots tried before giving up. One fails only when the recorder had to end its
-        pause (after 2 s, or with half its ring full): ``read`` is then called again.
-
-    While a recorder writes the file, it commits on request (so the snapshot holds every step
-    recorded up to the request) and stops writing the file until ``read`` returns; the steps
-    recorded meanwhile wait in its ring, ``record()`` never waits for the reader. A file no
-    recorder is writing (closed, or left by a crash) is simply read.
-
-    Raises
-    ------
-    LiveError
-        No consistent snapshot after ``attempts`` tries (``read`` too slow for the pause), or
-        the file's sidecar names a socket of another user, which is never used.
-    """
-    import socket
-
-    target = Path(path)
-    read = read or _read_everything
-    for _ in range(attempts):
-        address = _live_address(target)
-        if address is None:
-            with h5py.File(target, "r") as file:
-                return read(file)
-        _refuse_untrusted(target, address)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(30)
-            try:
-                connection.connect(address)
-                _refuse_untrusted(target, address, connection)
-                connection.sendall(b"snapshot\n")
-                answers = connection.makefile("rb", buffering=0)
-                if answers.readline().strip() != b"ready":
-                    continue
-            except OSError:
-                time.sleep(0.01)
-                continue  # the recorder is closing: the next try reads the file at rest
-            failure: BaseException | None = None
-            result = None
-            try:
-                with h5py.File(target, "r", locking=False) as file:
-                    result = read(file)
-            except Exception as error:  # noqa: BLE001 - raised below if the pause held
-                failure = error
-            try:
-                connection.sendall(b"done\n")
-                held = answers.readline().strip() == b"ok"
-            except OSError:
-                held = False
-            if held:
-                if failure is not None:
-                    raise failure
-                return result
-    raise LiveError(
-        f"{target}: no consistent snapshot in {attempts} tries; the recorder ends each pause "
-        "after 2 s or with half its ring full: read less per snapshot"
-    )
-
-
-def _read_everything(file: h5py.File) -> dict[str, Any]:
-    size = int(file.attrs.get("size", 0))
-    values: dict[str, Any] = {"size": size}
-
-    for name, dataset in walk_datasets(file):
-        if dataset.ndim >= 1:
-            values[name] = dataset[:size]
-    return values

@@ -36,10 +36,10 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
 from .._format.attrs import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
+from .._format.live import sidecar
 from .._read.untrusted import check_recording, check_rows
 from ..errors import ReadError, RecoveryError
 from .journal import SIGNATURE, apply_journal, read_journal
-from .live import sidecar
 
 __all__ = ["RecoveryReport", "recover"]
 
