@@ -8,7 +8,13 @@ step's time is checked against the clock read just before and just after its ``r
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for plain h5py
@@ -22,7 +28,7 @@ from h5recorder.workloads import photo_frames, render_frames
 
 STEPS = 3000
 HEIGHT, WIDTH = 24, 32
-COMPRESSIONS = [None, "blosc2", "blosc2:zstd", "gzip", "lzf"]
+COMPRESSIONS = [None, "blosc2", "blosc2:zstd", "portable", "gzip", "lzf"]
 
 
 def _values(steps: int) -> dict[str, np.ndarray]:
@@ -153,3 +159,113 @@ def test_compressible_and_incompressible_chunks_are_both_stored(tmp_path, values
             ratios[name] = sum(info.size for info in full) / (raw * len(full))
     assert ratios["render"] < 0.5
     assert ratios["camera"] > 0.9
+
+
+# -- any HDF5 reader, no plugin ----------------------------------------------------------------
+
+PLAIN_READER = """
+import json, sys
+import numpy as np
+try:
+    import hdf5plugin
+except ImportError:
+    pass
+else:
+    sys.exit("hdf5plugin is importable here")
+import h5py
+
+out = {}
+with h5py.File(sys.argv[1], "r") as file:
+    size = int(file.attrs["size"])
+    leaves = [("observation/" + key, file["observation"][key]) for key in file["observation"]]
+    leaves.append(("action", file["action"]))
+    time = file[file.attrs["recorder_time"]]
+    leaves += [("time/" + key, time[key]) for key in time
+               if isinstance(time[key], h5py.Dataset)]
+    for name, dataset in leaves:
+        try:
+            rows = dataset[:size]
+        except OSError as error:
+            out[name] = {"error": str(error)[:300]}
+            continue
+        if rows.dtype == object:
+            out[name] = {"text": [row.decode() for row in rows]}
+        else:
+            np.save(sys.argv[2] + "/" + name.replace("/", "-") + ".npy", rows)
+            out[name] = {"saved": True}
+print(json.dumps(out))
+"""
+
+
+def _plain_environment(folder: Path) -> dict[str, str]:
+    """An environment with only h5py and numpy: ``python -S`` (no site-packages, no ``.pth``
+    hook) with a folder that links to those two packages alone on ``PYTHONPATH``."""
+    site = Path(h5py.__file__).resolve().parent.parent
+    folder.mkdir()
+    for name in ("h5py", "h5py.libs", "numpy", "numpy.libs"):
+        if (site / name).exists():
+            (folder / name).symlink_to(site / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("HDF5_PLUGIN_PATH", "PYTHONPATH")}
+    return {**env, "PYTHONPATH": str(folder)}
+
+
+@pytest.mark.parametrize("compression", ["blosc2", "portable"])
+def test_a_reader_without_plugins_reads_every_portable_leaf(tmp_path, values, compression):
+    """Where the file travels: plain h5py, no hdf5plugin. Under the default, every leaf but
+    the images reads exactly (they are blosc2 and say so); under ``"portable"``, every leaf."""
+    with Recorder(
+        "travels",
+        out_dir=str(tmp_path),
+        observation_space=OBSERVATION,
+        action_space=ACTION,
+        image_keys_to_save=[],
+        compression=compression,
+        commit_interval=0.01,
+    ) as recorder:
+        for i in range(STEPS):
+            recorder.record(
+                observation={
+                    "camera": values["observation/camera"][i],
+                    "render": values["observation/render"][i],
+                    "joints": values["observation/joints"][i],
+                    "mode": int(values["observation/mode"][i]),
+                    "flags": values["observation/flags"][i],
+                    "note": values["observation/note"][i],
+                },
+                action=values["action"][i],
+            )
+    with h5recorder.open(recorder.filename) as episode:
+        expected = dict(values)
+        expected["time/monotonic_ns"] = np.asarray(episode.time.monotonic_ns)
+        expected["time/wall_ns"] = np.asarray(episode.time.wall_ns)
+    with h5py.File(recorder.filename, "r") as file:  # whole chunks, compressed, in every leaf
+        for name in values:
+            dataset = file[name]
+            compressed = [
+                dataset.id.get_chunk_info(k).filter_mask == 0
+                for k in range(dataset.id.get_num_chunks())
+            ]
+            assert dataset.chunks[0] * 2 < STEPS, f"{name}: fewer than three chunks"
+            if dataset.dtype != object and name != "observation/camera":
+                assert any(compressed), f"{name}: no chunk stored compressed"
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    child = subprocess.run(
+        [sys.executable, "-S", "-c", textwrap.dedent(PLAIN_READER), str(recorder.filename),
+         str(arrays)],
+        capture_output=True, text=True, timeout=120, env=_plain_environment(tmp_path / "site"),
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    read = json.loads(child.stdout)
+    assert set(read) == set(expected)
+    if compression == "blosc2":  # the render's chunks are blosc2; the noisy photograph's raw
+        assert "error" in read.pop("observation/render"), "blosc2 read without the plugin?"
+    for name, want in expected.items():
+        if name not in read:
+            continue
+        assert "error" not in read[name], f"{name}: {read[name]}"
+        if want.dtype == object:
+            assert read[name]["text"] == want.tolist(), name
+        else:
+            got = np.load(arrays / (name.replace("/", "-") + ".npy"))
+            np.testing.assert_array_equal(got, want, err_msg=name)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import hdf5plugin
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -652,33 +651,6 @@ def _outside_this_environment(env: dict[str, str]) -> dict[str, str]:
     runs, as in another environment or a program that is not this Python."""
     site = str(Path(h5py.__file__).resolve().parent.parent)
     return {**env, "PYTHONPATH": site}
-
-
-def test_plain_h5py_reads_blosc2_data_here_and_needs_the_plugin_path_elsewhere(tmp_path):
-    space = spaces.Dict({"x": spaces.Box(-np.inf, np.inf, (64,), np.float64)})
-    with Recorder(
-        "plain", out_dir=str(tmp_path), observation_space=space, image_keys_to_save=[]
-    ) as recorder:
-        # compressible, two whole chunks: real blosc2 chunks (the last, partly filled chunk
-        # of a dataset is stored raw, see the README's Crash safety)
-        for i in range(5000):
-            recorder.record({"x": np.full(64, float(i))})
-    env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    # in this environment: the hook installed with h5recorder imports hdf5plugin after h5py
-    here = run_python(PLAIN_READER, str(recorder.filename), env=env)
-    assert here.returncode == 0, here.stderr[-2000:]
-    assert "hdf5plugin imported" in here.stdout and "data-ok True" in here.stdout, here.stdout
-    # elsewhere: metadata reads, blosc2 data needs HDF5_PLUGIN_PATH
-    outside = _outside_this_environment(env)
-    without = run_python(PLAIN_READER, str(recorder.filename), env=outside, flags=("-S",))
-    assert without.returncode == 0, without.stderr[-2000:]
-    assert "hdf5plugin not imported" in without.stdout, without.stdout
-    assert "meta 5000 (5000, 64) float64 Box ['32026']" in without.stdout, without.stdout
-    assert "data-error" in without.stdout and "data-ok" not in without.stdout, without.stdout
-    plugin_env = {**outside, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
-    with_path = run_python(PLAIN_READER, str(recorder.filename), env=plugin_env, flags=("-S",))
-    assert with_path.returncode == 0, with_path.stderr[-2000:]
-    assert "data-ok True" in with_path.stdout, with_path.stdout
 
 
 def test_gzip_files_read_with_plain_h5py(tmp_path):

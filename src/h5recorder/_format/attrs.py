@@ -1,8 +1,9 @@
-"""What a recording holds, written down once: attribute names, their payloads, the codecs.
+"""What a recording holds, written down once: attribute names, their payloads, the layout.
 
 Both sides use this module, the write side (recorder, writer, recover) and the read side
 (open, inspect, dataset, cli); it imports neither, only the standard library, numpy, h5py and
-:mod:`h5recorder.errors`. To add an attribute or a codec, start here.
+:mod:`h5recorder.errors`. To add an attribute, start here; a codec,
+:mod:`h5recorder._format.codecs`.
 
 File attributes (JSON text unless said otherwise)::
 
@@ -26,13 +27,12 @@ file's datasets, for the writer, the reader, ``dataset()`` and ``recover``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..errors import ReadError, SchemaError
+from ..errors import ReadError
 
 __all__ = [
     "CLOSED_ATTRIBUTE",
@@ -45,11 +45,9 @@ __all__ = [
     "STATUS_ATTRIBUTE",
     "TIME_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
-    "Compression",
     "check_storage",
     "frames_payload",
     "jsonable",
-    "parse_compression",
     "roots_of",
     "walk_datasets",
 ]
@@ -182,36 +180,3 @@ def walk_datasets(
                 seen.add(target.id)
                 _walk(target, name, found, 0, seen, skip_seen=True)
     return found
-
-
-# -- codecs -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Compression:
-    """The ``compression`` option, parsed: ``filter`` is ``"blosc2"``, ``"gzip"``, ``"lzf"``
-    or None (stored raw); ``codec`` is blosc2's inner codec, ``level`` the level of blosc2 and
-    gzip (the other filters have none)."""
-
-    filter: str | None
-    codec: str = "lz4"
-    level: int = 1
-
-
-def parse_compression(compression: str | None, level: int | None) -> Compression:
-    """Parse ``compression`` (see ``Options``); a level of None picks 1 (blosc2, gzip).
-
-    A blosc2 codec other than lz4 and zstd is passed on as given (hdf5plugin checks it).
-    """
-    if compression is None:
-        return Compression(None)
-    if compression.startswith("blosc2"):
-        codec = compression.partition(":")[2] or "lz4"
-        return Compression("blosc2", codec, 1 if level is None else level)
-    if compression == "gzip":
-        return Compression("gzip", level=1 if level is None else level)
-    if compression == "lzf":
-        return Compression("lzf")
-    raise SchemaError(
-        f"compression: expected 'blosc2', 'blosc2:lz4', 'blosc2:zstd', 'gzip', 'lzf' or None, "
-        f"got {compression!r}"
-    )

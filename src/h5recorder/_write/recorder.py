@@ -124,10 +124,14 @@ class Options:
     Parameters
     ----------
     compression
-        ``"blosc2"`` (lz4; or ``"blosc2:lz4"``, ``"blosc2:zstd"``), readable by anyone who
-        imports ``hdf5plugin``; ``"gzip"`` and ``"lzf"``, readable by any h5py; or ``None``.
+        ``"blosc2"`` (lz4; or ``"blosc2:lz4"``, ``"blosc2:zstd"``): images and rows over 4 KiB
+        as blosc2, readable by anyone who imports ``hdf5plugin``; the other leaves (joints,
+        actions, flags, time) with shuffle and deflate, readable by any HDF5 reader.
+        ``"portable"``: every leaf with shuffle and deflate (ISA-L, fast), readable by any
+        HDF5 reader (MATLAB, h5dump, h5py without plugins). ``"gzip"`` (zlib's deflate) and
+        ``"lzf"`` (h5py readers only), or ``None`` (raw). See ``h5recorder._format.codecs``.
     compression_level
-        Codec level; ``None`` picks 1 (blosc2, gzip).
+        Codec level; ``None`` picks 1 (blosc2, portable, gzip); portable takes 0 to 3.
     compression_threads
         Threads blosc2 uses per chunk.
     buffer_bytes
@@ -212,12 +216,14 @@ class Options:
             raise ValueError(f"handover: expected True or False, got {self.handover!r}")
         if self.min_free_bytes < 0:
             raise ValueError(f"min_free_bytes: expected >= 0, got {self.min_free_bytes}")
-        probe = spaces.Box(0, 1, (1,), np.float32)
         from .schema import make_leaf
 
-        dataset_options(
-            make_leaf(("probe",), probe, self.chunk_bytes), self.compression, self.compression_level
-        )
+        for probe in (spaces.Box(0, 1, (1,), np.float32), spaces.Box(0, 255, (2, 2), np.uint8)):
+            dataset_options(  # a small leaf and an image: the codecs of both are checked
+                make_leaf(("probe",), probe, self.chunk_bytes),
+                self.compression,
+                self.compression_level,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,8 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from .._format.attrs import ROOTS, SPACE_ATTRIBUTE, TIME_ATTRIBUTE, parse_compression
+from .._format.attrs import ROOTS, SPACE_ATTRIBUTE, TIME_ATTRIBUTE
+from .._format.codecs import Codec, parse_compression
 from .._format.spaces import TEXT_MAX_LENGTH, space_from_json, space_to_json
 from ..errors import SchemaError, StepError, StepTypeError
 
@@ -619,24 +620,17 @@ def create_time_layout(
     return datasets
 
 
-def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> dict[str, Any]:
-    """h5py ``create_dataset`` keywords for the filter a leaf is written with."""
-    if leaf.is_string or compression is None:
-        return {}
-    parsed = parse_compression(compression, level)
-    if parsed.filter == "blosc2":
-        import hdf5plugin
+def leaf_codec(leaf: Leaf, compression: str | None, level: int | None) -> Codec | None:
+    """The codec a leaf's chunks are stored with (None: raw); see ``_format.codecs``."""
+    return parse_compression(compression, level).codec_for(
+        leaf.is_string, leaf.is_image, leaf.row_bytes, leaf.dtype.itemsize
+    )
 
-        return dict(
-            hdf5plugin.Blosc2(
-                cname=parsed.codec,  # type: ignore[arg-type]  # checked by hdf5plugin
-                clevel=parsed.level,
-                filters=hdf5plugin.Blosc2.SHUFFLE,
-            )
-        )
-    if parsed.filter == "gzip":
-        return {"compression": "gzip", "compression_opts": parsed.level}
-    return {"compression": "lzf"}
+
+def dataset_options(leaf: Leaf, compression: str | None, level: int | None) -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords for the filters a leaf is written with."""
+    codec = leaf_codec(leaf, compression, level)
+    return {} if codec is None else codec.dataset_options()
 
 
 def create_leaf_dataset(

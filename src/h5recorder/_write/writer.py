@@ -5,9 +5,10 @@ code may still use ``recorder.file`` itself; h5py serializes the two). It
 
 1. moves the rows in ``[tail, head)`` of the ring into one staging chunk per leaf, updating
    the statistics in the same pass (``native.fold_rows``, GIL released);
-2. writes each chunk as soon as it is full: blosc2 chunks (python-blosc2, GIL released) and
-   gzip chunks (zlib) are compressed here and written with ``write_direct_chunk``; lzf goes
-   through HDF5's own pipeline, which also runs without the GIL;
+2. writes each chunk as soon as it is full: blosc2 and deflate chunks are compressed by the
+   leaf's encoder (``_format.codecs``; GIL released) on the crew's threads and written with
+   ``write_direct_chunk``; lzf goes through HDF5's own pipeline, which also runs without the
+   GIL;
 3. commits at least every ``commit_interval`` seconds: it writes the partly filled last chunk
    of each leaf, grows the datasets to the rows done, flushes, and only then sets ``size`` and
    the counters and flushes again, so that after a crash ``size`` never covers rows that were
@@ -43,26 +44,25 @@ import shutil
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import blosc2  # imported before the recorder registers its exit hook, so it outlives it
 import h5py
 import numpy as np
 
 from .. import native
-from .._format.attrs import STATUS_ATTRIBUTE, parse_compression, walk_datasets
+from .._format.attrs import STATUS_ATTRIBUTE, walk_datasets
+from .._format.codecs import Encoder
 from ..errors import DiskFullError, WriterError
 from .crew import Crew, helpers_for_this_machine
 from .files import replace_file
 from .frames import FrameJob, FramePool, FrameSource, frame_path
 from .journal import JournaledFile
 from .ring import Ring
-from .schema import Leaf
+from .schema import Leaf, leaf_codec
 from .stats import LeafStats
 
 __all__ = [
@@ -349,49 +349,16 @@ class _Staging:
         self.copy = 0
 
 
-class _Blosc2Frames:
-    """Compresses a chunk into a blosc2 frame that hdf5plugin's filter decodes on read."""
-
-    def __init__(self, codec: str, level: int, threads: int) -> None:
-        # Without this, python-blosc2 holds the GIL while it compresses and the caller stalls.
-        blosc2.set_releasegil(True)
-        self._codec = {"lz4": blosc2.Codec.LZ4, "zstd": blosc2.Codec.ZSTD}[codec]
-        self._level = level
-        self._threads = threads
-
-    def frame(self, buffer: np.ndarray[Any, Any]) -> bytes:
-        cparams = {
-            "codec": self._codec,
-            "clevel": self._level,
-            "typesize": buffer.dtype.itemsize,
-            "nthreads": self._threads,
-            "filters": [blosc2.Filter.SHUFFLE],
-        }
-        schunk = blosc2.SChunk(chunksize=buffer.nbytes, cparams=cparams)
-        schunk.append_data(buffer)
-        return schunk.to_cframe()  # type: ignore[no-any-return]
-
-
-class _Deflate:
-    """Compresses a chunk into the zlib stream HDF5's gzip (deflate) filter decodes."""
-
-    def __init__(self, level: int) -> None:
-        self._level = level
-
-    def frame(self, buffer: np.ndarray[Any, Any]) -> bytes:
-        return zlib.compress(np.ascontiguousarray(buffer).tobytes(), self._level)
-
-
-class _Frame:
+class _Compressed:
     """A chunk compressed by the crew: ``data`` once ``done`` is set (None if it failed)."""
 
     def __init__(self) -> None:
         self.data: bytes | None = None
         self.done = threading.Event()
 
-    def make(self, compressor: _Blosc2Frames | _Deflate, rows: np.ndarray[Any, Any]) -> None:
+    def make(self, encode: Encoder, rows: np.ndarray[Any, Any]) -> None:
         try:
-            self.data = compressor.frame(rows)
+            self.data = encode(rows)
         finally:
             self.done.set()
 
@@ -476,14 +443,12 @@ class Writer(threading.Thread):
         self.deferred: list[tuple[int, Leaf, str]] = []
         self.encode_deferred = setup.encode_deferred
         self._frames_before = frames.counters.written if frames is not None else 0
-        self.compressor: _Blosc2Frames | _Deflate | None = None
-        parsed = parse_compression(setup.compression, setup.compression_level)
-        if parsed.filter == "blosc2":
-            self.compressor = _Blosc2Frames(
-                parsed.codec, parsed.level, setup.compression_threads
-            )
-        elif parsed.filter == "gzip":
-            self.compressor = _Deflate(parsed.level)
+        # each leaf's encoder of whole chunks; None: stored raw, or (LZF) by HDF5's pipeline
+        self._encoders: dict[int, Encoder | None] = {}
+        for leaf in [*leaves, *self.time_leaves]:
+            codec = leaf_codec(leaf, setup.compression, setup.compression_level)
+            encoder = None if codec is None else codec.encoder(setup.compression_threads)
+            self._encoders[leaf.index] = encoder
         self.wake = threading.Event()
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -516,7 +481,9 @@ class Writer(threading.Thread):
         for leaf_stats in stats:
             leaf_stats.add_lanes(self._helpers)
         # whole chunks being compressed by the crew, written in this order by ``_settle``
-        self._compressing: list[tuple[Leaf, _Staging, int, np.ndarray[Any, Any], _Frame]] = []
+        self._compressing: list[
+            tuple[Leaf, _Staging, int, np.ndarray[Any, Any], _Compressed]
+        ] = []
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -694,11 +661,11 @@ class Writer(threading.Thread):
         for everything handed to the crew: counts, compression, lent writes. Until this
         returns, the ring slots of this drain must not be released."""
         compressing, self._compressing = self._compressing, []
-        for leaf, staging, chunk, rows, frame in compressing:
-            frame.done.wait()
-            if frame.data is None:  # it failed: the crew's wait below raises why
+        for leaf, staging, chunk, rows, compressed in compressing:
+            compressed.done.wait()
+            if compressed.data is None:  # it failed: the crew's wait below raises why
                 break
-            self._write_whole(leaf, staging, chunk, rows, frame.data)
+            self._write_whole(leaf, staging, chunk, rows, compressed.data)
         if self._crew is not None:
             self._crew.wait()
             if self.journal is not None:
@@ -710,7 +677,7 @@ class Writer(threading.Thread):
         staging: _Staging,
         chunk: int,
         rows: np.ndarray[Any, Any],
-        frame: bytes,
+        encoded: bytes,
     ) -> None:
         """Write a whole chunk the crew compressed, or its rows as they are when they did
         not compress (and the next chunks of that leaf, ``RAW_CHUNKS``)."""
@@ -720,10 +687,10 @@ class Writer(threading.Thread):
         self._allocations += 1
         data = rows.view(np.uint8) if leaf.dtype.kind == "b" else rows
         staging.on_trial = False
-        if len(frame) < RAW_ABOVE * data.nbytes:
+        if len(encoded) < RAW_ABOVE * data.nbytes:
             staging.compresses = True
-            self._lent_write(dataset, offset, frame, 0)
-            self.counters.bytes_written += len(frame)
+            self._lent_write(dataset, offset, encoded, 0)
+            self.counters.bytes_written += len(encoded)
             return
         staging.raw_left = RAW_CHUNKS
         staging.compresses = staging.on_trial = False
@@ -842,16 +809,16 @@ class Writer(threading.Thread):
                     stats.fold(ring2d, slot, rows_per_chunk, no_rows, 0, compiled)
                 self._count_values(leaf, stats, column, slot, rows_per_chunk, compiled)
                 rows = column[slot : slot + rows_per_chunk]
-                compressor = self.compressor
-                trying = compressor is not None and not staging.raw_left
+                encode = self._encoders[leaf.index]
+                trying = encode is not None and not staging.raw_left
                 if trying and crew is not None and not staging.on_trial:
                     # leaves that stopped compressing send one chunk at a time to find out
                     # whether they do again; the others are stored raw meanwhile
                     staging.on_trial = not staging.compresses
-                    frame = _Frame()
+                    compressed = _Compressed()
                     data = rows.view(np.uint8) if leaf.dtype.kind == "b" else rows
-                    crew.submit(frame.make, self.compressor, data)
-                    self._compressing.append((leaf, staging, staging.chunk, rows, frame))
+                    crew.submit(compressed.make, encode, data)
+                    self._compressing.append((leaf, staging, staging.chunk, rows, compressed))
                 else:
                     self._write_chunk(leaf, staging, rows, raw=trying)
                 staging.next_chunk()
@@ -956,12 +923,13 @@ class Writer(threading.Thread):
         # allocation: HDF5 would free it, shrink the file and put the new chunk on its bytes.
         stays_raw = raw or not full or (staging.copy != 0 and staging.copy == self._allocations)
         if not stays_raw and not staging.raw_left:
-            if self.compressor is not None:
-                frame = self.compressor.frame(data)
-                if len(frame) < RAW_ABOVE * data.nbytes:
-                    dataset.id.write_direct_chunk(offset, frame, 0)
+            encode = self._encoders[leaf.index]
+            if encode is not None:
+                encoded = encode(data)
+                if len(encoded) < RAW_ABOVE * data.nbytes:
+                    dataset.id.write_direct_chunk(offset, encoded, 0)
                     self._allocations += 1
-                    self.counters.bytes_written += len(frame)
+                    self.counters.bytes_written += len(encoded)
                     staging.written = rows
                     return
                 staging.raw_left = RAW_CHUNKS
