@@ -15,18 +15,27 @@ Models:
   block written after it (and each truncation) is on disk or not, at random. ``size`` must
   hold the last commit that an fsync made durable.
 
+In the power model every state is also given, as it is (before ``recover``), to the readers a
+user reaches for first: ``h5recorder.open`` (every row below ``size`` read and compared) and
+``h5recorder inspect --check``, in a child process under a time limit (:class:`ReaderProbe`):
+each must read the state exactly or say that it needs ``h5recorder recover``, and none may
+hang.
+
 States before the file is placed (it is built in memory, then renamed into place) have no file
 at the path: there is nothing to check there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import select
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -39,6 +48,9 @@ from h5recorder.workloads import photo_frames, render_frames
 
 FRAMES = 16
 SEED = 11
+# a reader that has not answered in this long hangs (it answers in well under a second; the
+# margin is for a loaded machine)
+PROBE_SECONDS = 20.0
 
 # Runs in the child before the recorder. Every call that changes the recording's file is
 # logged as kind (1 byte: w write, t truncate, s fsync), offset (8), length (8), data. The
@@ -135,6 +147,82 @@ def record_logged(
         timeout=600,
     )
     return log
+
+
+PROBE = """
+import contextlib, io, json, sys
+import numpy as np
+import h5recorder
+from h5recorder import ReadError
+from h5recorder._tools.cli import main as cli
+from h5recorder.workloads import photo_frames
+
+frames = photo_frames(16, 48, 64, seed=11)
+for line in sys.stdin:
+    path = line.strip()
+    answer = {}
+    try:
+        with h5recorder.open(path) as episode:
+            size = len(episode)
+            steps = np.arange(size)
+            exact = (
+                np.array_equal(episode["observation/image"][:size], frames[steps % 16])
+                and np.array_equal(episode["observation/joints"][:size],
+                                   np.stack([steps, steps / 2, -steps], axis=1))
+                and list(episode["observation/note"][:size]) == [f"n{i}" for i in steps]
+            )
+        answer["open"] = "exact" if exact else "rows differ"
+        answer["size"] = size
+    except ReadError as error:
+        answer["open"] = "needs recover" if "h5recorder recover" in str(error) else repr(error)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+        code = cli(["inspect", "--check", path])
+    answer["inspect"] = [code, "h5recorder recover" in said.getvalue()]
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class ReaderProbe:
+    """A child process that opens each state it is given with ``h5recorder.open`` (reading
+    every row below ``size``) and ``inspect --check``; a state it does not answer within
+    ``timeout`` seconds hung a reader (the child is then replaced)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.slowest = 0.0
+        self._child: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self._child is None or self._child.poll() is not None:
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+        return self._child
+
+    def read(self, path: Path) -> dict:
+        child = self._start()
+        assert child.stdin is not None and child.stdout is not None
+        started = time.monotonic()
+        child.stdin.write(f"{path}\n")
+        child.stdin.flush()
+        ready, _, _ = select.select([child.stdout], [], [], self.timeout)
+        line = child.stdout.readline() if ready else ""
+        self.slowest = max(self.slowest, time.monotonic() - started)
+        if not line:
+            self.close()
+            return {"hung": not ready, "died": bool(ready)}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+            self._child.wait()
+            for pipe in (self._child.stdin, self._child.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self._child = None
 
 
 def read_log(path: Path) -> list[tuple[bytes, int, bytes]]:
@@ -245,8 +333,11 @@ def replay_kill(log: Path, work: Path, frames: np.ndarray) -> dict[str, int]:
     return counts
 
 
-def replay_power(log: Path, work: Path, frames: np.ndarray, keep: float) -> dict[str, int]:
-    """Check the power-model state after every logged call (after ``recover``).
+def replay_power(
+    log: Path, work: Path, frames: np.ndarray, keep: float, probe: ReaderProbe | None = None
+) -> dict[str, int]:
+    """Check the power-model state after every logged call (after ``recover``; as it is,
+    with ``probe``'s readers, when one is given).
 
     Each state keeps every call before the last fsync and, of the calls after it, each 4 KiB
     block of a write (counted from the write's start) and each truncation with probability
@@ -259,6 +350,7 @@ def replay_power(log: Path, work: Path, frames: np.ndarray, keep: float) -> dict
     durable_size = 0
     since: list[tuple[bytes, int, bytes]] = []  # calls after the last fsync
     syncs = 0
+    readers = {"exact": 0, "needs recover": 0}
     for cut, (kind, offset, data) in enumerate(calls, 1):
         if kind == b"s":
             for call in since:
@@ -286,6 +378,15 @@ def replay_power(log: Path, work: Path, frames: np.ndarray, keep: float) -> dict
                     crashed[offset_after + block : offset_after + block + len(piece)] = piece
         state.write_bytes(crashed)
         where = f"power cut after call {cut} of {len(calls)} ({kind.decode()} at {offset})"
+        if probe is not None:
+            answer = probe.read(state)
+            assert answer.get("open") in ("exact", "needs recover"), f"{where}: {answer}"
+            code, names_recover = answer["inspect"]
+            if answer["open"] == "exact":  # 1: it reads, but was not closed (a crash)
+                assert code in (0, 1), f"{where}: opens exact, but inspect --check: {answer}"
+            else:
+                assert code == 2 and names_recover, f"{where}: inspect --check: {answer}"
+            readers[answer["open"]] += 1
         try:
             size = recovered(state, mended, frames)
         except Exception as error:
@@ -294,7 +395,7 @@ def replay_power(log: Path, work: Path, frames: np.ndarray, keep: float) -> dict
             f"{where}: size {size} after recover is below {durable_size}, which the last "
             "fsync made durable"
         )
-    return {"crash points": len(calls), "fsyncs": syncs, "final size": durable_size}
+    return {"crash points": len(calls), "fsyncs": syncs, "final size": durable_size, **readers}
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +414,14 @@ def test_every_power_cut_of_a_short_durable_recording_recovers_to_the_last_commi
     tmp_path, replay_frames
 ):
     log = record_logged(tmp_path, 300, rate=1000, interval=0.05, frames=False, durability="power")
-    counts = replay_power(log, tmp_path, replay_frames, keep=0.5)
+    probe = ReaderProbe(timeout=PROBE_SECONDS)
+    try:
+        counts = replay_power(log, tmp_path, replay_frames, keep=0.5, probe=probe)
+    finally:
+        probe.close()
+    print(f"power cuts: {counts}; slowest reader answer {probe.slowest:.2f} s")
     assert counts["final size"] == 300
+    assert counts["exact"] > 0 and counts["needs recover"] > 0, counts
     assert counts["fsyncs"] > 10, counts
 
 
@@ -348,6 +455,11 @@ def test_every_power_cut_of_seconds_of_frames_recovers_to_the_last_commit(
     tmp_path, replay_frames, keep
 ):
     log = record_logged(tmp_path, 2000, rate=500, interval=0.1, frames=True, durability="power")
-    counts = replay_power(log, tmp_path, replay_frames, keep=keep)
+    probe = ReaderProbe(timeout=PROBE_SECONDS)
+    try:
+        counts = replay_power(log, tmp_path, replay_frames, keep=keep, probe=probe)
+    finally:
+        probe.close()
+    print(f"power cuts (keep {keep}): {counts}; slowest reader answer {probe.slowest:.2f} s")
     assert counts["final size"] == 2000
     assert counts["fsyncs"] > 40, counts

@@ -26,7 +26,8 @@ import pytest
 from gymnasium import spaces
 
 from h5recorder import Recorder
-from h5recorder._write.journal import ENTRY, HEADER, JOURNAL_BYTES, MAGIC
+from h5recorder._format.head import ENTRY, HEADER, MAGIC
+from h5recorder._write.journal import JOURNAL_BYTES
 
 STEPS = 300
 SECONDS = 2.0  # the most any operation may take on a hostile file
@@ -247,11 +248,11 @@ CASES: dict[str, tuple[Callable[..., None], str, bool]] = {
     "frame key ../../": (_frames(["../../etc"]), "../../etc", True),
     "frame keys ../../ among two": (_frames(["observation/image", "../../x"]), "../../x", True),
     "40 MB JSON attribute": (_attribute("recorder_options", HUGE_JSON), "at most", True),
-    # the journal is recover's alone: readers read the HDF5 content, which it does not touch
-    "journal grows the file to 64 GiB": (_journal(64 << 30, None), "journal", False),
-    "journal cuts the file to 28 bytes": (_journal(28, None), "journal", False),
-    "journal entry past the end": (_journal(None, 1 << 40), "journal", False),
-    "journal entry over itself": (_journal(None, 16), "journal", False),
+    # readers look at the journal before HDF5 reads anything (``check_at_rest``)
+    "journal grows the file to 64 GiB": (_journal(64 << 30, None), "journal", True),
+    "journal cuts the file to 28 bytes": (_journal(28, None), "journal", True),
+    "journal entry past the end": (_journal(None, 1 << 40), "journal", True),
+    "journal entry over itself": (_journal(None, 16), "journal", True),
 }
 READERS = ("open", "inspect", "stats")
 
@@ -313,3 +314,27 @@ def test_every_reader_and_recover_refuse_in_time_and_memory(
         assert row["seconds"] < SECONDS, where
         assert row["grown"] < PER_FILE_BYTE * row["bytes"] + SLACK, (where, row["grown"])
     assert rows["recover"]["unchanged"] and rows["cli recover"]["unchanged"], case
+
+
+def test_an_interrupted_commit_is_named_by_every_reader_and_undone_by_recover(tmp_path):
+    """A complete journal (what a crash inside a commit leaves, ``durability="power"``): the
+    readers say to run recover before HDF5 reads anything; recover rolls it back; then the
+    file reads whole."""
+    import h5recorder
+    from h5recorder._tools.cli import main
+    from h5recorder._write.recover import recover
+
+    path = _record(tmp_path / "interrupted")
+    _journal(None, None)(path)  # restores the superblock's first bytes as they are
+    for read in (h5recorder.open, h5recorder.dataset, h5recorder.read_live):
+        with pytest.raises(h5recorder.ReadError, match="last commit was interrupted") as error:
+            read(path)
+        assert f"h5recorder recover {path}" in str(error.value), read
+    assert main(["inspect", "--check", str(path)]) == 2
+    assert recover(path).rolled_back == 8
+    with h5recorder.open(path) as episode:
+        assert len(episode) == STEPS
+        np.testing.assert_array_equal(
+            episode["observation/joints"][:], np.stack([np.arange(STEPS), -np.arange(STEPS),
+                                                        np.arange(STEPS) / 2], axis=1)
+        )

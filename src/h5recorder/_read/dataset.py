@@ -31,7 +31,7 @@ from .._format.summary import (
     unpack_summary,
 )
 from ..errors import ReadError, SchemaError
-from .untrusted import Checked, check_recording, check_rows
+from .untrusted import Checked, check_at_rest, check_recording, check_rows
 
 __all__ = ["Dataset", "EpisodeInfo", "dataset", "episode_paths"]
 
@@ -347,6 +347,10 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
     per_leaf: dict[str, list[dict[str, Any]]] = {}
     schema: dict[str, LeafSchema] | None = None
     for path in paths:
+        try:
+            check_at_rest(path)
+        except ReadError as error:
+            raise ReadError(f"{path}: {error}") from error
         try:
             file = h5py.File(path, "r")
         except OSError as error:

@@ -39,6 +39,7 @@ from .._format.spaces import TEXT_MAX_LENGTH, space_from_json
 from ..errors import ReadError, SchemaError
 from .untrusted import (
     MAX_ITEM_ELEMENTS,
+    check_at_rest,
     check_dataset,
     check_description,
     check_recording,
@@ -443,7 +444,9 @@ class _DirectChunks:
 
 
 # filter pipelines the direct reader decodes itself
-_DIRECT_FILTERS: tuple[list[int], ...] = ([], [BLOSC2_FILTER], [DEFLATE_FILTER], [SHUFFLE_FILTER, DEFLATE_FILTER])
+_DIRECT_FILTERS: tuple[list[int], ...] = (
+    [], [BLOSC2_FILTER], [DEFLATE_FILTER], [SHUFFLE_FILTER, DEFLATE_FILTER]
+)
 
 
 def _is_int(key: Any) -> bool:
@@ -818,6 +821,10 @@ def _open_file(path: Path) -> h5py.File:
         raise ReadError(f"{path}: no such file")
     if path.is_dir():
         raise ReadError(f"{path}: is a folder, not a recording")
+    try:
+        check_at_rest(path)
+    except ReadError as error:
+        raise ReadError(f"{path}: {error}") from error
     try:
         return h5py.File(path, "r")
     except OSError as error:

@@ -18,7 +18,8 @@ import h5py
 
 from .._format.attrs import walk_datasets
 from .._format.live import DONE, HELD, READY, SNAPSHOT, TRUSTED_UIDS, sidecar
-from ..errors import LiveError
+from ..errors import LiveError, ReadError
+from .untrusted import check_at_rest
 
 __all__ = ["live_address", "read_live"]
 
@@ -94,6 +95,10 @@ def read_live(
     for _ in range(attempts):
         address = live_address(target)
         if address is None:
+            try:
+                check_at_rest(target)
+            except ReadError as error:
+                raise ReadError(f"{target}: {error}") from error
             with h5py.File(target, "r") as file:
                 return read(file)
         _refuse_untrusted(target, address)

@@ -18,6 +18,12 @@ is allocated, read from elsewhere or written on its word:
   costs what the file holds, not what it says;
 - PNG frame keys: names of leaves, with no empty, ``.`` or ``..`` part (the writer's rule).
 
+Before HDF5 reads anything, :func:`check_at_rest` looks at the file's head: a complete
+journal in the user block (a commit interrupted by a power cut or a kill, ``durability=
+"power"``) or a file shorter than its superblock says is refused, naming ``h5recorder
+recover``. HDF5 would read such a file as it is, and some of its states (a variable-length
+string heap half rewritten) make HDF5 loop forever.
+
 Every failure is a :class:`ReadError` that names the attribute or dataset, what was expected
 and what was found; ``recover`` raises it again as a :class:`RecoveryError`.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +49,14 @@ from .._format.attrs import (
     check_storage,
     walk_datasets,
 )
-from ..errors import ReadError
+from .._format.head import end_of_file, read_journal
+from ..errors import ReadError, RecoveryError
 
 __all__ = [
     "MAX_ITEM_ELEMENTS",
     "MAX_JSON_BYTES",
     "Checked",
+    "check_at_rest",
     "check_dataset",
     "check_description",
     "check_frame_keys",
@@ -60,6 +69,36 @@ MAX_JSON_BYTES = 4 << 20  # the recorder's own attributes are a few KiB
 JSON_BYTES_PER_ELEMENT = 64  # a space description may list two bounds for every element
 MAX_JSON_DEPTH = 64  # the deepest space a recorder writes nests a few levels
 MAX_ITEM_ELEMENTS = 1 << 20  # a Tuple item (one JSON string a step) described as an array
+
+
+def check_at_rest(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ReadError` when ``path`` is not as a finished commit left it: its last
+    commit was interrupted (a complete journal), or it is shorter than its superblock says.
+    Reads the file's head only (a few small reads; the journal's bytes when there is one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # HDF5 says why when it tries
+    try:
+        length = os.fstat(fd).st_size
+        try:
+            journal = read_journal(fd)
+        except RecoveryError as error:
+            raise ReadError(f"its journal cannot be believed: {error}") from error
+        if journal is not None:
+            raise ReadError(
+                "its last commit was interrupted (a crash while the recorder committed, "
+                f"durability='power'): run 'h5recorder recover {path}' to roll it back to the "
+                "last durable commit, then read it"
+            )
+        end = end_of_file(fd, length)
+        if end is not None and length < end:
+            raise ReadError(
+                f"it is truncated: {length} bytes, where its superblock says {end}. If a crash "
+                f"left it so, run 'h5recorder recover {path}'; a copy cut short, copy it again"
+            )
+    finally:
+        os.close(fd)
 
 
 def _kind(value: Any) -> str:

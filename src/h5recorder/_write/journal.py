@@ -25,32 +25,23 @@ from __future__ import annotations
 import fcntl
 import io
 import os
-import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import RecoveryError, WriterError
+from .._format.head import ENTRY, HEADER, MAGIC, Journal, read_journal
+from ..errors import WriterError
 from .crew import Crew
 
 __all__ = [
     "JOURNAL_BYTES",
-    "Journal",
     "JournaledFile",
     "apply_journal",
-    "find_superblock",
     "is_locked",
-    "read_journal",
     "roll_back",
 ]
-
-MAGIC = b"h5rjrnl1"
-HEADER = struct.Struct("<8sQQI")  # magic, length of the durable file, entry bytes, crc32
-ENTRY = struct.Struct("<QQ")  # offset, length; the old bytes follow
-
 
 JOURNAL_BYTES = 1 << 20  # the user block: HDF5 wants a power of two, at least 512
 
@@ -227,78 +218,6 @@ def is_locked(path: Path) -> bool:
             return True
         fcntl.lockf(file.fileno(), fcntl.LOCK_UN)
     return False
-
-
-SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def find_superblock(fd: int, length: int) -> int | None:
-    """Where HDF5's superblock starts: 0 or, after a user block, 512, 1024, 2048, ..."""
-    at = 0
-    while at < length:
-        if os.pread(fd, len(SIGNATURE), at) == SIGNATURE:
-            return at
-        at = 512 if at == 0 else at * 2
-    return None
-
-
-@dataclass(frozen=True)
-class Journal:
-    """A complete journal: the old bytes to write back, and the length to cut the file to."""
-
-    writes: list[tuple[int, bytes]]
-    length: int
-
-    @property
-    def restored(self) -> int:
-        return sum(len(data) for _, data in self.writes)
-
-
-def read_journal(fd: int) -> Journal | None:
-    """The complete journal at the start of the file ``fd``, checked; None when there is none.
-
-    Only a complete journal (its checksum matches) counts: one cut short was never followed
-    by the writes it protects against. One whose checksum holds but whose offsets or length
-    the file cannot have (a file crafted, not one a crash left) raises ``RecoveryError``.
-    """
-    header = os.pread(fd, HEADER.size, 0)
-    if len(header) < HEADER.size:
-        return None
-    magic, length, size, checksum = HEADER.unpack(header)
-    if magic != MAGIC:
-        return None
-    file_length = os.fstat(fd).st_size
-    base = find_superblock(fd, file_length)
-    room = (base or 0) - HEADER.size  # the journal lies in the user block, before the superblock
-    if size > max(0, room):
-        return None  # not ours to read: it could not have been written there
-    payload = os.pread(fd, size, HEADER.size)
-    if len(payload) != size or zlib.crc32(payload) != checksum:
-        return None
-    assert base is not None
-    writes: list[tuple[int, bytes]] = []
-    at = 0
-    while at < size:
-        if at + ENTRY.size > size:
-            raise RecoveryError(f"journal: an entry header at byte {at} runs past its {size} "
-                                "bytes")
-        offset, count = ENTRY.unpack_from(payload, at)
-        at += ENTRY.size
-        if offset < base or at + count > size:
-            raise RecoveryError(
-                f"journal: an entry of {count} bytes at offset {offset}; expected one at or "
-                f"after the superblock ({base}) and within the journal's {size} bytes"
-            )
-        writes.append((offset, payload[at : at + count]))
-        at += count
-    ends = max([file_length, *(offset + len(data) for offset, data in writes)])
-    if not base < length <= ends or any(offset + len(d) > length for offset, d in writes):
-        raise RecoveryError(
-            f"journal: restores the file to {length} bytes; expected more than the superblock's "
-            f"offset ({base}), at most {ends} (the file's length, or the end of the bytes it "
-            "restores), and covering every entry"
-        )
-    return Journal(writes, length)
 
 
 def apply_journal(fd: int, journal: Journal) -> None:

@@ -36,10 +36,11 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
 from .._format.attrs import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
+from .._format.head import SIGNATURE, read_journal
 from .._format.live import sidecar
 from .._read.untrusted import check_recording, check_rows
 from ..errors import ReadError, RecoveryError
-from .journal import SIGNATURE, apply_journal, read_journal
+from .journal import apply_journal
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -141,10 +142,10 @@ def end_of_allocation(
     if len(block) < 48 or block[8] not in (2, 3) or block[9] != 8:
         return None
     base = int(struct.unpack_from("<Q", block, 12)[0])
-    end = base + int(struct.unpack_from("<Q", block, 28)[0])
+    end = int(struct.unpack_from("<Q", block, 28)[0])  # from the file's start, user block too
     if end >= length or base > at:
         return None
-    struct.pack_into("<Q", block, 28, length - base)
+    struct.pack_into("<Q", block, 28, length)
     struct.pack_into("<I", block, 44, checksum(bytes(block[:44])))
     return at, bytes(block), length - end
 
