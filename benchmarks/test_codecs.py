@@ -8,8 +8,15 @@ chunk is compressed in memory the way each codec is used:
 - ``none``: a copy (``bytes``), for scale;
 - ``gzip 1``: ``zlib.compress(level=1)``, the deflate of HDF5's gzip filter;
 - ``lzf``: ``imagecodecs.lzf_encode`` (liblzf, as h5py's lzf filter), skipped without it;
-- ``blosc2 lz4|zstd N``: the recorder's own path (``_writer._Blosc2Frames``: shuffle,
-  typesize of the dtype, one thread, a cframe that hdf5plugin reads back).
+- ``blosc2 lz4|zstd N``: the recorder's own path (``_format.codecs.Codec("blosc2")``:
+  shuffle, typesize of the dtype, one thread, a cframe that hdf5plugin reads back);
+- ``portable N``: the recorder's deflate (``Codec("deflate", fast=True)``: HDF5's byte
+  shuffle for multi-byte types, then ISA-L's deflate at level N, which any HDF5 reader
+  inflates); what ``compression="portable"`` stores every leaf with, and the default
+  (``"blosc2"``) the small ones with.
+
+Besides frames, the small leaves of a recording: 7 joint positions (float32, a random walk)
+and the per-step time (int64 nanoseconds, 1 kHz with jitter), 1024 rows a chunk.
 
 Figures: MB/s of raw input, ratio raw / compressed. Each case loops over its chunks for at
 least ``MIN_SECONDS``. A table of every case is printed at the end (``-s``).
@@ -29,7 +36,7 @@ import numpy as np
 import pytest
 from bench_support import report
 
-from h5recorder._write.writer import _Blosc2Frames
+from h5recorder._format.codecs import Codec
 from h5recorder.workloads import depth_frames, photo_frames
 
 MIN_SECONDS = 0.15
@@ -37,11 +44,26 @@ CHUNK_BYTES = 1 << 20
 CODECS = [
     "none", "gzip 1", "lzf",
     *(f"blosc2 {codec} {level}" for codec in ("lz4", "zstd") for level in range(1, 6)),
+    *(f"portable {level}" for level in range(4)),
 ]
+
+
+def _joints() -> np.ndarray[Any, Any]:
+    rng = np.random.default_rng(14)
+    return np.cumsum(rng.normal(0, 0.01, (8192, 7)), axis=0).astype(np.float32)
+
+
+def _time() -> np.ndarray[Any, Any]:
+    rng = np.random.default_rng(15)
+    return (np.cumsum(rng.normal(1e6, 2e4, 8192)) + 1.7e18).astype(np.int64)
+
+
 FRAMES = {
     "224x224 RGB": lambda: photo_frames(48, 224, 224, seed=11),
     "640x480 RGB": lambda: photo_frames(12, 480, 640, seed=12),
     "480x640 depth u16": lambda: depth_frames(12, 480, 640, seed=13),
+    "joints 7 x f32": _joints,
+    "time i64": _time,
 }
 _table: dict[tuple[str, str], tuple[float, float]] = {}
 
@@ -50,6 +72,8 @@ _table: dict[tuple[str, str], tuple[float, float]] = {}
 def chunks(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[np.ndarray[Any, Any]]]]:
     frames = FRAMES[request.param]()
     rows = max(1, CHUNK_BYTES // frames[0].nbytes)
+    if frames[0].nbytes < 1024:
+        rows = 1024  # small leaves: the recorder's MAX_CHUNK_ROWS
     yield request.param, [
         np.ascontiguousarray(frames[i : i + rows]) for i in range(0, len(frames), rows)
     ]
@@ -66,8 +90,17 @@ def _compressor(codec: str) -> Callable[[np.ndarray[Any, Any]], bytes]:
         import imagecodecs
 
         return lambda chunk: bytes(imagecodecs.lzf_encode(chunk.tobytes()))
-    _, name, level = codec.split()
-    return _Blosc2Frames(name, int(level), 1).frame
+    if codec.startswith("portable"):
+        level = int(codec.split()[1])
+        bytewise = Codec("deflate", level=level, fast=True).encoder()
+        shuffled = Codec("deflate", level=level, shuffle=True, fast=True).encoder()
+        assert bytewise is not None and shuffled is not None
+        return lambda chunk: (shuffled if chunk.dtype.itemsize > 1 else bytewise)(chunk)
+    else:
+        _, name, level = codec.split()
+        encode = Codec("blosc2", name, int(level)).encoder(threads=1)
+    assert encode is not None
+    return encode
 
 
 @pytest.mark.parametrize("codec", CODECS)

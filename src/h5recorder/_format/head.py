@@ -76,8 +76,8 @@ def read_journal(fd: int) -> Journal | None:
         return None
     file_length = os.fstat(fd).st_size
     base = find_superblock(fd, file_length)
-    room = (base or 0) - HEADER.size  # the journal lies in the user block, before the superblock
-    if size > max(0, room):
+    space = (base or 0) - HEADER.size  # the journal lies in the user block, before the superblock
+    if size > max(0, space):
         return None  # not ours to read: it could not have been written there
     payload = os.pread(fd, size, HEADER.size)
     if len(payload) != size or zlib.crc32(payload) != checksum:

@@ -181,7 +181,7 @@ def health_of(
     if closed is None and ours:
         notes.append("this version of the recorder does not mark a clean close")
     if waits:
-        notes.append(f"record() waited {waits} times for room in the ring")
+        notes.append(f"record() waited {waits} times for free ring slots")
     if missing_values:
         notes.append(f"{missing_values} values were missing and hold their fill value")
     deferred = frames.get("deferred", 0) if isinstance(frames, Mapping) else 0

@@ -295,7 +295,7 @@ def check_frame_keys(keys: Any, leaves: Sequence[str]) -> list[str]:
 
 def check_rows(dataset: h5py.Dataset, name: str, rows: int) -> None:
     """``dataset`` stores what reading its first ``rows`` rows needs: every chunk (each one
-    written takes room in the file) or, unchunked, every byte."""
+    written takes space in the file) or, unchunked, every byte."""
     if rows <= 0:
         return
     elements = math.prod(dataset.shape[1:])

@@ -56,7 +56,7 @@ class JournaledFile(io.FileIO):
         # another process see that the file is being written.
         fcntl.lockf(self.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = path
-        self.user_block = user_block  # the journal's room; where the superblock starts
+        self.user_block = user_block  # the journal's space; where the superblock starts
         self.journaled = journaled
         self.durable_length = os.fstat(self.fileno()).st_size
         self.length = self.durable_length  # as HDF5 sees it (it cuts the file at flushes)

@@ -138,7 +138,7 @@ class Options:
         Byte budget of the ring buffers; when the disk falls behind for longer than this
         covers, ``on_full`` applies.
     on_full
-        ``"wait"`` (lossless: ``record()`` waits for room, and the wait is counted) or
+        ``"wait"`` (lossless: ``record()`` waits for ring slots, and the wait is counted) or
         ``"drop"`` (the step is dropped and counted).
     commit_interval
         Longest time, in seconds, between two commits while steps arrive.
@@ -675,7 +675,7 @@ class Recorder:
         ring = self._ring
         assert ring is not None
         head = ring.head
-        if head - ring.tail >= ring.capacity and not self._make_room(ring, writer):
+        if head - ring.tail >= ring.capacity and not self._wait_for_ring_slots(ring, writer):
             plan.forget()
             return
         slot = head % ring.capacity
@@ -728,7 +728,7 @@ class Recorder:
         assert self._writer is not None
         return self._writer
 
-    def _make_room(self, ring: Ring, writer: Writer) -> bool:
+    def _wait_for_ring_slots(self, ring: Ring, writer: Writer) -> bool:
         counters = self._counters
         if self.options.on_full == "drop":
             counters.drops += 1

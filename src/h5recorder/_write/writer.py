@@ -986,9 +986,9 @@ class Writer(threading.Thread):
         where = f"free in {self._directory}"
         limit = _file_size_limit()
         if limit is not None:
-            room = limit - self.file.id.get_filesize()
-            if room < free:
-                free, where = room, "left under this process's file-size limit (RLIMIT_FSIZE)"
+            left = limit - self.file.id.get_filesize()
+            if left < free:
+                free, where = left, "left under this process's file-size limit (RLIMIT_FSIZE)"
         needed = self.min_free_bytes + self._tail_bytes
         needed += rows * sum(leaf.row_bytes for leaf in self.leaves)
         if free < needed:

@@ -582,7 +582,7 @@ class FramePool:
             self._counts["added"] += 1
 
     def _assign(self) -> None:
-        """Send queued jobs to workers with room, in batches that share the queue out."""
+        """Send queued jobs to workers with free slots, in batches that share the queue out."""
         self._grow()
         for worker in sorted(self._pool, key=lambda w: len(w.inflight)):
             while len(worker.inflight) < _PREFETCH and (self._queue or self._later):
