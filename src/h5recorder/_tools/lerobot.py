@@ -14,9 +14,16 @@ the ``lerobot`` extra. What is written, under ``out``::
     videos/KEY/chunk-CCC/file-FFF.mp4           one file per episode and camera (video mode)
 
 Videos are encoded by worker processes (spawned, one per core at most), one job per episode
-and camera; PNG frames (image mode) one job per block of frames and camera. Each video frame
-carries its step's recorded time as its presentation time, so the ``timestamp`` LeRobot reads
-from a row finds that row's frame whatever the jitter of the recording loop.
+and camera; PNG frames (image mode) one job per block of frames and camera.
+
+Time: LeRobot's format is a constant-rate one. Its video decoders look the frame of a row up
+by ``round(timestamp * fps)`` and then insist that frame's time is within ``tolerance_s``
+(1e-4 s) of the row's ``timestamp``. So each step is placed in the slot of the ``fps`` grid
+nearest its recorded time (a step that would share a slot with the one before moves to the
+next free slot), its ``timestamp`` is that slot's time, and a video holds one frame per slot,
+a step's frame repeated over the slots a stall of the loop left empty. A loop that kept its
+rate gives one slot per step; a stall shows as a gap in ``timestamp`` rather than being
+hidden, and the report says how far any timestamp is from its recorded time.
 """
 
 from __future__ import annotations
@@ -53,7 +60,6 @@ EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 TASK_LEAVES = ("task", "instruction", "language_instruction", "prompt")
 STAT_KEYS = ("min", "max", "mean", "std", *(quantile_key(q) for q in QUANTILES))
 PNG_BLOCK = 64  # frames per PNG job: big enough to amortize a job, small enough to bound memory
-TIME_BASE = Fraction(1, 90_000)  # presentation times of video frames, as MPEG clocks count
 # LeRobot's own defaults for videos (``encode_video_frames``): AV1 by SVT-AV1, a keyframe every
 # second frame (cheap random access for training), CRF 30, the fastest preset
 DEFAULT_CODEC = "libsvtav1"
@@ -314,32 +320,39 @@ def _codec_options(codec: str, crf: int, gop: int, threads: int) -> dict[str, st
     return options
 
 
-def encode_video(path: str, leaf: str, out: str, seconds: np.ndarray[Any, Any], fps: int,
+def encode_video(path: str, leaf: str, out: str, slots: np.ndarray[Any, Any], fps: int,
                  codec: str, crf: int, gop: int, threads: int) -> dict[str, Any]:
-    """Encode leaf ``leaf`` of the episode at ``path`` into ``out``, frame ``i`` presented at
-    ``seconds[i]``; returns the video's description for ``info.json``."""
+    """Encode leaf ``leaf`` of the episode at ``path`` into ``out``: step ``i``'s frame at
+    slot ``slots[i]`` of the ``fps`` grid, held until the next step's slot; returns the
+    video's description for ``info.json``."""
     import av
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    ticks = np.round(np.asarray(seconds, np.float64) / float(TIME_BASE)).astype(np.int64)
+    base = Fraction(1, fps)
+    repeats = np.diff(np.append(np.asarray(slots, np.int64), int(slots[-1]) + 1))
     with open_episode(path) as episode, av.open(out, "w") as container:
         column = episode.columns[leaf]
         height, width = column.row_shape[:2]
         stream = container.add_stream(codec, rate=fps,
                                       options=_codec_options(codec, crf, gop, threads))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = TIME_BASE
-        stream.time_base = TIME_BASE
+        stream.codec_context.time_base = base
+        stream.time_base = base
         row = 0
-        for chunk in column.iter_chunks():
-            for frame in chunk:
-                picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                picture.pts = int(ticks[row])
-                picture.time_base = TIME_BASE
-                container.mux(stream.encode(picture))
-                row += 1
-            _report(len(chunk))
-        container.mux(stream.encode(None))
+        try:
+            for chunk in column.iter_chunks():
+                for frame in chunk:
+                    picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    for slot in range(int(slots[row]), int(slots[row] + repeats[row])):
+                        picture.pts = slot
+                        picture.time_base = base
+                        container.mux(stream.encode(picture))
+                    row += 1
+                _report(len(chunk))
+            container.mux(stream.encode(None))
+        except av.FFmpegError as error:  # raised in a worker: the message is what crosses back
+            raise RuntimeError(f"{path}: {leaf}: {codec} failed on {width}x{height} frames at "
+                               f"{fps} fps, frame {row}: {error}") from error
         described = {
             "video.height": height,
             "video.width": width,
@@ -372,9 +385,10 @@ class _Episode:
     path: Path
     length: int
     first: int  # its first row's global index
-    seconds: np.ndarray[Any, Any]
+    slots: np.ndarray[Any, Any]  # each step's slot of the fps grid: timestamp = slot / fps
     tasks: np.ndarray[Any, Any]  # task text of each frame
     columns: dict[str, np.ndarray[Any, Any]]  # feature key -> rows
+    fps: int
 
     @property
     def location(self) -> tuple[int, int]:
@@ -391,11 +405,16 @@ def _read_rows(index: int, path: Path, episode: Episode, plan: Plan, fps: int, f
         notes.append(f"{path.name}: no per-step time in the file: timestamps are frame / fps")
     if length > 1 and np.any(np.diff(seconds) <= 0):
         raise SchemaError(f"{path}: its recorded times do not increase from step to step")
-    drift = np.abs(seconds - np.arange(length) / fps).max(initial=0.0)
-    if drift > 0.5 / fps:
-        notes.append(f"{path.name}: recorded times drift up to {drift:.3f} s from frame / fps: "
-                     "decoders that look frames up by index (torchcodec's approximate mode) "
-                     "may miss the frame of a timestamp")
+    slots = grid_slots(seconds, fps)
+    moved = int(np.count_nonzero(slots != np.round(seconds * fps)))
+    if moved:
+        off = np.abs(slots / fps - seconds).max()
+        notes.append(f"{path.name}: {moved} steps recorded less than a frame after the one "
+                     f"before moved to the next free slot (timestamps up to {off:.3f} s from "
+                     "their recorded time)")
+    if length and slots[-1] + 1 > length:
+        notes.append(f"{path.name}: {int(slots[-1]) + 1 - length} slots of the {fps} fps grid "
+                     "hold no step (the loop stalled or ran slow): they are gaps in timestamp")
     columns: dict[str, np.ndarray[Any, Any]] = {}
     for feature in plan.columns:
         parts = [episode.columns[leaf].read(0, length) for leaf in feature.leaves]
@@ -409,7 +428,21 @@ def _read_rows(index: int, path: Path, episode: Episode, plan: Plan, fps: int, f
     else:
         assert plan.task_leaf is not None
         tasks = episode.columns[plan.task_leaf].read(0, length)
-    return _Episode(index, path, length, first, seconds, tasks, columns)
+    return _Episode(index, path, length, first, slots, tasks, columns, fps)
+
+
+def grid_slots(seconds: np.ndarray[Any, Any], fps: int) -> np.ndarray[Any, Any]:
+    """Each step's slot of the ``fps`` grid: the nearest to its recorded time, or the first one
+    after the previous step's slot when that is taken (strictly increasing)."""
+    nearest = np.round(np.asarray(seconds, np.float64) * fps).astype(np.int64)
+    steps = np.arange(len(nearest))
+    slots: np.ndarray[Any, Any] = np.maximum.accumulate(nearest - steps) + steps
+    return slots
+
+
+def timestamps(slots: np.ndarray[Any, Any], fps: int) -> np.ndarray[Any, Any]:
+    """LeRobot's ``timestamp`` of each slot (float32 seconds, as LeRobot computes it)."""
+    return (np.asarray(slots, np.float64) / fps).astype(np.float32)
 
 
 def _arrow_column(values: np.ndarray[Any, Any], shape: tuple[int, ...]) -> Any:
@@ -446,7 +479,7 @@ class _DataFile:
         rows = np.arange(ep.length, dtype=np.int64)
         self.fixed: dict[str, Any] = {
             **{f.key: _arrow_column(ep.columns[f.key], f.shape) for f in plan.columns},
-            "timestamp": pa.array(ep.seconds.astype(np.float32)),
+            "timestamp": pa.array(timestamps(ep.slots, ep.fps)),
             "frame_index": pa.array(rows),
             "episode_index": pa.array(np.full(ep.length, ep.index, np.int64)),
             "index": pa.array(rows + ep.first),
@@ -674,7 +707,7 @@ def to_lerobot(
                         target = root / VIDEO_PATH.format(video_key=cam.key, chunk_index=chunk,
                                                           file_index=file)
                         pending.append((cam.key, pool.submit(
-                            encode_video, str(ep.path), cam.leaves[0], str(target), ep.seconds,
+                            encode_video, str(ep.path), cam.leaves[0], str(target), ep.slots,
                             fps, codec, crf, gop, threads)))
                 for ep in rows:
                     _write_data(root, ep, plan, tasks, hf, pool, workers, channel, bar)
@@ -763,7 +796,7 @@ def _write_data(root: Path, ep: _Episode, plan: Plan, tasks: dict[str, int],
 
 def _made_columns(rows: list[_Episode], tasks: dict[str, int]) -> dict[str, np.ndarray[Any, Any]]:
     return {
-        "timestamp": np.concatenate([ep.seconds.astype(np.float32) for ep in rows]),
+        "timestamp": np.concatenate([timestamps(ep.slots, ep.fps) for ep in rows]),
         "frame_index": np.concatenate([np.arange(ep.length) for ep in rows]),
         "episode_index": np.concatenate([np.full(ep.length, ep.index) for ep in rows]),
         "index": np.arange(sum(ep.length for ep in rows)),
@@ -786,7 +819,7 @@ def _episodes_table(rows: list[_Episode], plan: Plan, tasks: dict[str, int], fps
             "dataset_from_index": ep.first,
             "dataset_to_index": ep.first + ep.length,
         }
-        end = float(ep.seconds[-1]) + 1.0 / fps if ep.length else 0.0
+        end = float(ep.slots[-1] + 1) / fps if ep.length else 0.0
         for cam in plan.cameras:
             if cam.dtype == "video":
                 row[f"videos/{cam.key}/chunk_index"] = chunk
