@@ -56,8 +56,11 @@ def episode_values(steps: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def record_episode(
-    folder: Path, name: str, steps: int, seed: int, **options: Any
+    folder: Path, name: str, steps: int, seed: int, rate: float | None = None,
+    stall: tuple[int, float] | None = None, **options: Any
 ) -> dict[str, np.ndarray]:
+    """One episode recorded flat out, or at ``rate`` steps per second; ``stall=(step,
+    seconds)`` pauses the loop that long before that step, as a robot's loop sometimes does."""
     values = episode_values(steps, seed)
     with Recorder(
         name,
@@ -67,7 +70,13 @@ def record_episode(
         image_keys_to_save=[],
         **options,
     ) as recorder:
+        began = time.perf_counter()
         for i in range(steps):
+            if stall is not None and i == stall[0]:
+                time.sleep(stall[1])
+                began += stall[1]
+            while rate is not None and time.perf_counter() < began + i / rate:
+                time.sleep(0.0005)
             recorder.record(
                 observation={
                     "image": values["observation/image"][i],

@@ -515,8 +515,14 @@ def _estimate_fps(episodes: Sequence[Episode]) -> int | None:
     gaps = [np.diff(e.time.seconds()) for e in episodes if e.time is not None and len(e) > 1]
     if not gaps:
         return None
-    median = float(np.median(np.concatenate(gaps)))
-    return max(1, round(1.0 / median)) if median > 0 else None
+    every = np.concatenate(gaps)
+    median = float(np.median(every))
+    if median <= 0:
+        return None
+    # a paced loop's step is late or early, never both for long: the mean of the ordinary gaps
+    # is its period, where the median of jittered gaps can be a percent off
+    ordinary = every[(every > 0.5 * median) & (every < 1.5 * median)]
+    return max(1, round(1.0 / float(ordinary.mean())))
 
 
 def _pool(workers: int, progress: Any) -> ProcessPoolExecutor:
@@ -661,7 +667,7 @@ def to_lerobot(
             fps = _estimate_fps(opened)
             if fps is None:
                 raise ValueError("the files keep no per-step time: pass fps=")
-            notes.append(f"fps {fps}, from the median time between recorded steps")
+            notes.append(f"fps {fps}, from the mean time between recorded steps (stalls left out)")
         rows: list[_Episode] = []
         first = 0
         for index, (path, episode) in enumerate(zip(kept, opened, strict=True)):
