@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 
 import h5recorder
 from h5recorder._tools.cli import main
+from h5recorder._tools.lerobot import Crew
 from h5recorder.export import to_lerobot
 from tests.episodes import INSTRUCTIONS, killed_episode, record_episode
 
@@ -205,3 +208,36 @@ def test_command_line(recorded: tuple[Path, list[dict[str, Any]]], tmp_path: Pat
     tasks = pd.read_parquet(out / "meta/tasks.parquet")
     assert list(tasks.index) == ["wipe the table"]
     assert main(["export", "lerobot", str(recorded[0]), str(out), "--images"]) == 2
+
+
+def _dies_once(marker: str) -> int:
+    """A job whose first run kills its worker process, as the kernel's OOM killer would."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died")
+        os._exit(1)
+    return os.getpid()
+
+
+def _always_dies() -> None:
+    os._exit(1)
+
+
+class _NoBar:
+    def update(self, count: int) -> None:
+        pass
+
+
+def test_a_dead_worker_costs_a_rebuilt_pool_not_the_export(tmp_path: Path) -> None:
+    channel = multiprocessing.get_context("spawn").Queue()
+    crew = Crew(2, channel, _NoBar())
+    try:
+        jobs = [crew.submit(_dies_once, str(tmp_path / "marker")) for _ in range(3)]
+        pids = [crew.result(job) for job in jobs]
+        assert crew.rebuilds == 1 and all(isinstance(pid, int) for pid in pids)
+        doomed = crew.submit(_always_dies)
+        with pytest.raises(RuntimeError, match="died 3 times"):
+            crew.result(doomed)
+    finally:
+        crew.close()
+        channel.close()

@@ -35,9 +35,10 @@ import os
 import queue
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -540,12 +541,51 @@ def _drain(progress: Any, bar: Any) -> None:
             return
 
 
-def _wait(future: Future[Any], progress: Any, bar: Any) -> Any:
-    while True:
-        try:
-            return future.result(timeout=0.2)
-        except FutureTimeout:
-            _drain(progress, bar)
+class Crew:
+    """The encoding processes. Each job is kept until it completes: a worker that dies (killed
+    for memory, say) breaks the whole pool, which is then rebuilt and every unfinished job
+    resubmitted, up to ``RETRIES`` times, instead of failing the export."""
+
+    RETRIES = 2
+
+    def __init__(self, workers: int, progress: Any, bar: Any) -> None:
+        self.workers, self.progress, self.bar = workers, progress, bar
+        self.pool = _pool(workers, progress)
+        self.rebuilds = 0
+        self.jobs: dict[int, tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] = {}
+        self.count = 0
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> int:
+        self.count += 1
+        self.jobs[self.count] = (function, args, self.pool.submit(function, *args))
+        return self.count
+
+    def result(self, job: int) -> Any:
+        while True:
+            future = self.jobs[job][2]
+            try:
+                value = future.result(timeout=0.2)
+            except FutureTimeout:
+                _drain(self.progress, self.bar)
+                continue
+            except BrokenProcessPool as error:
+                if self.rebuilds >= self.RETRIES:
+                    raise RuntimeError(f"the encoding processes died {self.rebuilds + 1} times; "
+                                       "too little memory for the workers? try fewer") from error
+                self._rebuild()
+                continue
+            del self.jobs[job]
+            return value
+
+    def _rebuild(self) -> None:
+        self.rebuilds += 1
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = _pool(self.workers, self.progress)
+        for job, (function, args, _) in self.jobs.items():
+            self.jobs[job] = (function, args, self.pool.submit(function, *args))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def to_lerobot(
@@ -693,7 +733,7 @@ def to_lerobot(
     video_info: dict[str, dict[str, Any]] = {}
     if not plan.cameras:
         for ep in rows:
-            _write_data(root, ep, plan, tasks, hf, None, 0, None, None)
+            _write_data(root, ep, plan, tasks, hf, None)
     else:
         cores = os.cpu_count() or 1
         jobs = [(ep, cam) for ep in rows for cam in plan.cameras]
@@ -704,7 +744,8 @@ def to_lerobot(
         bar = tqdm(total=frames * len(plan.cameras), unit="frame", disable=not progress,
                    desc="lerobot export")
         try:
-            with _pool(workers, channel) as pool:
+            crew = Crew(workers, channel, bar)
+            try:
                 pending = []
                 if video:
                     threads = max(1, cores // workers)
@@ -712,13 +753,15 @@ def to_lerobot(
                         chunk, file = ep.location
                         target = root / VIDEO_PATH.format(video_key=cam.key, chunk_index=chunk,
                                                           file_index=file)
-                        pending.append((cam.key, pool.submit(
+                        pending.append((cam.key, crew.submit(
                             encode_video, str(ep.path), cam.leaves[0], str(target), ep.slots,
                             fps, codec, crf, gop, threads)))
                 for ep in rows:
-                    _write_data(root, ep, plan, tasks, hf, pool, workers, channel, bar)
-                for key, future in pending:
-                    video_info.setdefault(key, _wait(future, channel, bar))
+                    _write_data(root, ep, plan, tasks, hf, crew)
+                for key, job in pending:
+                    video_info.setdefault(key, crew.result(job))
+            finally:
+                crew.close()
             _drain(channel, bar)
         finally:
             bar.close()
@@ -744,7 +787,7 @@ def to_lerobot(
     _write_json(root / "meta/stats.json", stats)
     index = pd.DataFrame({"task_index": list(tasks.values())}, index=list(tasks))
     index.to_parquet(root / "meta/tasks.parquet")
-    episodes_table = _episodes_table(rows, plan, tasks, fps, kept)
+    episodes_table = _episodes_table(rows, plan, tasks, fps)
     path = root / EPISODES_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(episodes_table), path)
@@ -769,30 +812,29 @@ def to_lerobot(
 
 
 def _write_data(root: Path, ep: _Episode, plan: Plan, tasks: dict[str, int],
-                hf: dict[str, Any], pool: ProcessPoolExecutor | None, workers: int,
-                channel: Any, bar: Any) -> None:
+                hf: dict[str, Any], crew: Crew | None) -> None:
     """The episode's parquet file; its PNG frames encoded by the pool, a few blocks ahead."""
     data = _DataFile(root, ep, plan, tasks, hf)
     try:
         blocks = [(start, min(ep.length, start + PNG_BLOCK))
                   for start in range(0, max(ep.length, 1), PNG_BLOCK)]
-        if not data.images or pool is None:
+        if not data.images or crew is None:
             data.write(0, ep.length, {})
             return
-        ahead = 2 * workers
-        submitted: list[dict[str, Future[list[bytes]]]] = []
+        ahead = 2 * crew.workers
+        submitted: list[dict[str, int]] = []
 
         def submit(block: tuple[int, int]) -> None:
             submitted.append({
-                key: pool.submit(encode_pngs, str(ep.path), cam.leaves[0], *block)
-                for cam in plan.cameras for key in [cam.key]
+                cam.key: crew.submit(encode_pngs, str(ep.path), cam.leaves[0], *block)
+                for cam in plan.cameras
             })
 
         for block in blocks[:ahead]:
             submit(block)
         for number, (start, stop) in enumerate(blocks):
             futures = submitted[number]
-            data.write(start, stop, {key: _wait(f, channel, bar) for key, f in futures.items()})
+            data.write(start, stop, {key: crew.result(job) for key, job in futures.items()})
             submitted[number] = {}
             if number + ahead < len(blocks):
                 submit(blocks[number + ahead])
@@ -810,8 +852,8 @@ def _made_columns(rows: list[_Episode], tasks: dict[str, int]) -> dict[str, np.n
     }
 
 
-def _episodes_table(rows: list[_Episode], plan: Plan, tasks: dict[str, int], fps: int,
-                    paths: list[Path]) -> list[dict[str, Any]]:
+def _episodes_table(rows: list[_Episode], plan: Plan, tasks: dict[str, int],
+                    fps: int) -> list[dict[str, Any]]:
     """One row per episode, the columns LeRobot's episodes metadata holds."""
     table = []
     for ep in rows:
@@ -841,7 +883,6 @@ def _episodes_table(rows: list[_Episode], plan: Plan, tasks: dict[str, int], fps
                 row[f"stats/{feature.key}/{key}"] = value
         made = _made_columns([ep], tasks)
         made["index"] = made["index"] + ep.first
-        made["episode_index"] = np.full(ep.length, ep.index)
         for key, values in made.items():
             for stat, value in _column_stats(values).items():
                 row[f"stats/{key}/{stat}"] = value
