@@ -132,10 +132,11 @@ def killed_episode(folder: Path, steps: int = 400) -> tuple[Path, dict[str, np.n
 
 
 def record_rig(folder: Path, name: str, steps: int, seed: int, rate: float = 30.0,
-               cameras: int = 2) -> dict[str, np.ndarray]:
+               cameras: int = 2, stall: tuple[int, float] | None = None) -> dict[str, np.ndarray]:
     """An episode of the camera rig (``workloads.workload("rig")``: 640x480 cameras, a depth
-    image, 30 joints) recorded at ``rate`` steps per second, as a robot's loop records it;
-    returns the columns recorded, by dataset name."""
+    image, 30 joints) recorded at ``rate`` steps per second, as a robot's loop records it
+    (``stall=(step, seconds)``: a pause before that step); returns the columns recorded, by
+    dataset name."""
     from h5recorder.workloads import workload
 
     load = workload("rig", bank_size=16, seed=seed, cameras=cameras)
@@ -143,6 +144,9 @@ def record_rig(folder: Path, name: str, steps: int, seed: int, rate: float = 30.
     with Recorder(name, out_dir=str(folder), image_keys_to_save=[], **load.spaces()) as recorder:
         began = time.perf_counter()
         for i, step in enumerate(rows):
+            if stall is not None and i == stall[0]:
+                time.sleep(stall[1])
+                began += stall[1]
             while time.perf_counter() < began + i / rate:
                 time.sleep(0.0005)
             recorder.record(**step)

@@ -3,9 +3,10 @@
 Only in the ``lerobot`` tox env (``tox -e lerobot``; it installs torch, LeRobot 0.4.4 and
 torchcodec, see ``tests/lerobot_env.py``); skipped elsewhere. Three episodes of the rig (two
 640x480 cameras with real photographs and sensor noise, a depth image, 30 joints) are recorded
-at 30 steps per second by the real ``Recorder``, then exported with PNG images and with AV1
-videos. LeRobot decodes them (PIL for images, torchcodec for videos) and every row is compared
-with what was recorded: images and values exactly, video frames within ``MIN_PSNR_DB``.
+at 30 steps per second by the real ``Recorder``, one with a stall of its loop, then exported
+with PNG images and with AV1 videos. LeRobot decodes them (PIL for images, torchcodec for
+videos) and every row is compared with what was recorded: images and values exactly, video
+frames within ``MIN_PSNR_DB``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ RATE = 30
 STEPS = (40, 45, 50)
 CAMERAS = ("camera_0", "camera_1")
 TASK = "stack the red block on the blue one"
+STALL = (1, (20, 0.2))  # episode 1's loop pauses 0.2 s (6 frames) before its step 20
 # AV1 at LeRobot's default CRF 30, 4:2:0 chroma, on photographs with sensor noise (sigma 3,
 # itself 38.6 dB): the worst frame measured here was 29.4 dB
 MIN_PSNR_DB = 28.0
@@ -40,7 +42,8 @@ MIN_PSNR_DB = 28.0
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     folder = tmp_path_factory.mktemp("rig")
-    values = [record_rig(folder, f"episode_{k}", steps, seed=k, rate=RATE)
+    values = [record_rig(folder, f"episode_{k}", steps, seed=k, rate=RATE,
+                         stall=STALL[1] if k == STALL[0] else None)
               for k, steps in enumerate(STEPS)]
     return folder, values
 
