@@ -191,6 +191,9 @@ def test_unhealthy_episodes_are_left_out_unless_asked(tmp_path: Path) -> None:
                       include_unhealthy=True)
     assert both.skipped == {} and both.frames == 40 + 120
     assert any("unhealthy" in note for note in both.notes)
+    stats = json.loads((tmp_path / "all/meta/stats.json").read_text())
+    assert stats["observation.state"]["count"] == [40]  # only the good one stored statistics
+    assert stats["index"]["count"] == [160]
     rows = _rows(tmp_path / "all")
     np.testing.assert_array_equal(np.stack(rows[rows["episode_index"] == 1]["observation.state"]),
                                   values["observation/joints"])
@@ -241,3 +244,13 @@ def test_a_dead_worker_costs_a_rebuilt_pool_not_the_export(tmp_path: Path) -> No
     finally:
         crew.close()
         channel.close()
+
+
+def test_never_writes_over_its_own_episodes(recorded: tuple[Path, list[dict[str, Any]]]) -> None:
+    folder = recorded[0]
+    before = sorted(folder.iterdir())
+    with pytest.raises(ValueError, match="holds the episodes"):
+        to_lerobot(folder, folder, video=False, overwrite=True, progress=False)
+    with pytest.raises(ValueError, match="holds the episodes"):
+        to_lerobot(folder, folder.parent, video=False, overwrite=True, progress=False)
+    assert sorted(folder.iterdir()) == before

@@ -211,12 +211,13 @@ def _feature_stats(feature: LeRobotFeature, stats: dict[str, dict[str, Any]],
     """One feature's statistics as LeRobot keeps them, from the stored (merged) ones.
 
     Camera statistics are per channel, scaled to [0, 1] and shaped ``(3, 1, 1)``; the others
-    per element. ``count`` is the frames. None when a leaf has none stored.
+    per element. ``count`` is the frames they cover (fewer than exported where an episode
+    stored none). None when a leaf has none stored.
     """
     parts = [stats.get(leaf) for leaf in feature.leaves]
     if any(part is None for part in parts):
         return None
-    result: dict[str, Any] = {"count": [int(frames)]}
+    result: dict[str, Any] = {"count": [int(min(p.get("count", frames) for p in parts if p))]}
     for key in STAT_KEYS:
         if any(key not in part for part in parts if part is not None):
             continue
@@ -492,7 +493,13 @@ class _DataFile:
         fields += [pa.field(key, column.type) for key, column in self.fixed.items()]
         metadata = {"huggingface": json.dumps({"info": {"features": hf}})}
         self.schema = pa.schema(fields, metadata=metadata)
-        self.writer = pq.ParquetWriter(self.path, self.schema, compression="snappy")
+        # PNG bytes neither compress nor repeat: snappy and dictionaries only for the rest
+        plain = {key: "none" for key in self.images}
+        self.writer = pq.ParquetWriter(
+            self.path, self.schema,
+            compression={f.name: plain.get(f.name, "snappy") for f in fields},
+            use_dictionary=[key for key in self.fixed],
+        )
         self.image_type = image_type
 
     def write(self, start: int, stop: int, pngs: dict[str, list[bytes]]) -> None:
@@ -512,8 +519,12 @@ class _DataFile:
 # -- the export -------------------------------------------------------------------------------
 
 
-def _estimate_fps(episodes: Sequence[Episode]) -> int | None:
-    gaps = [np.diff(e.time.seconds()) for e in episodes if e.time is not None and len(e) > 1]
+def _estimate_fps(paths: Sequence[Path]) -> int | None:
+    gaps = []
+    for path in paths:
+        with open_episode(path) as episode:
+            if episode.time is not None and len(episode) > 1:
+                gaps.append(np.diff(episode.time.seconds()))
     if not gaps:
         return None
     every = np.concatenate(gaps)
@@ -673,11 +684,13 @@ def to_lerobot(
             raise ImportError(_MISSING_EXTRA) from error
     began = time.perf_counter()
     root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root} exists and is not empty (overwrite=True replaces it)")
-        shutil.rmtree(root)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise FileExistsError(f"{root} exists and is not empty (overwrite=True replaces it)")
     summary = dataset(source)
+    inside = [str(e.path) for e in summary.episodes
+              if e.path.resolve().is_relative_to(root.resolve())]
+    if inside:
+        raise ValueError(f"{root} holds the episodes to export ({inside[:3]}): choose another")
     skipped: dict[str, list[str]] = {}
     kept: list[Path] = []
     for info in summary.episodes:
@@ -700,22 +713,19 @@ def to_lerobot(
     if without:
         notes.append(f"no statistics stored in {without}: stats.json covers the other episodes")
 
-    opened = [open_episode(path) for path in kept]
-    try:
-        plan = plan_features(opened[0], video=video, task=task)
+    with open_episode(kept[0]) as episode:
+        plan = plan_features(episode, video=video, task=task)
+    if fps is None:
+        fps = _estimate_fps(kept)
         if fps is None:
-            fps = _estimate_fps(opened)
-            if fps is None:
-                raise ValueError("the files keep no per-step time: pass fps=")
-            notes.append(f"fps {fps}, from the mean time between recorded steps (stalls left out)")
-        rows: list[_Episode] = []
-        first = 0
-        for index, (path, episode) in enumerate(zip(kept, opened, strict=True)):
+            raise ValueError("the files keep no per-step time: pass fps=")
+        notes.append(f"fps {fps}, from the mean time between recorded steps (stalls left out)")
+    rows: list[_Episode] = []
+    first = 0
+    for index, path in enumerate(kept):  # one file open at a time, however many there are
+        with open_episode(path) as episode:
             rows.append(_read_rows(index, path, episode, plan, fps, first, task, notes))
-            first += rows[-1].length
-    finally:
-        for episode in opened:
-            episode.close()
+        first += rows[-1].length
     frames = sum(ep.length for ep in rows)
 
     tasks: dict[str, int] = {}
@@ -729,7 +739,9 @@ def to_lerobot(
         features[key] = {"dtype": dtype, "shape": [1], "names": None}
     hf = {key: _hf_feature(ft) for key, ft in features.items() if ft["dtype"] != "video"}
 
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
     video_info: dict[str, dict[str, Any]] = {}
     if not plan.cameras:
         for ep in rows:
