@@ -44,6 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="steps of the LeRobot side-by-side episode, at 30 Hz (default 300)")
     group.addoption("--lerobot-rounds", type=int, default=2,
                     help="alternating rounds of the LeRobot side-by-side cases (default 2)")
+    group.addoption("--export-seconds", type=float, default=60.0,
+                    help="seconds at 30 Hz of the episode exported to LeRobot (default 60)")
+    group.addoption("--export-modes", default="video",
+                    help="LeRobot export modes to run, comma-separated: video, images "
+                    "(default video)")
 
 
 @pytest.fixture(scope="session")

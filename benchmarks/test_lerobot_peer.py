@@ -28,8 +28,8 @@ recorded and a frame read back (and a PNG) equals the one given.
 Only in the ``lerobot`` tox env (``tox -e lerobot``; it installs torch and lerobot). There,
 torchvision's wheel is a CUDA build beside a CPU torch: its C ops do not load, and its import
 then stops at registering a fake kernel for an op that does not exist
-(``torchvision::nms``). :func:`_import_torchvision` declares those two ops' schemas so that
-the import completes; LeRobot's writing path calls none of torchvision's C ops (images go
+(``torchvision::nms``). ``tests.lerobot_env.import_torchvision`` declares those two ops' schemas
+so that the import completes; LeRobot's writing path calls none of torchvision's C ops (images go
 through PIL, videos through PyAV), and reading videos back is not attempted.
 """
 
@@ -39,7 +39,6 @@ import dataclasses
 import inspect
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from PIL import Image
 from h5recorder import Options, Recorder
 from h5recorder._tools.bench import paced, percentiles_us
 from h5recorder.workloads import photo_frames
+from tests.lerobot_env import import_torchvision
 
 RATE = 30.0
 JOINTS = 14
@@ -63,27 +63,8 @@ SUBJECTS = ("lerobot-image", "lerobot-video", "h5recorder", "h5recorder-png",
             "h5recorder-handover")
 
 
-def _import_torchvision() -> None:
-    """Import torchvision, declaring the schemas of the two ops its import registers fakes for
-    when its C extension does not load (see the module docstring)."""
-    import torch
-
-    try:
-        import torchvision
-    except RuntimeError as error:
-        if "torchvision::nms" not in str(error):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        for op in ("nms", "qnms"):
-            torch.library.define(
-                f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-            )
-        import torchvision  # noqa: F401
-
-
 pytest.importorskip("lerobot")
-_import_torchvision()
+import_torchvision()
 LeRobotDataset = pytest.importorskip("lerobot.datasets.lerobot_dataset").LeRobotDataset
 
 _figures: dict[str, list[dict[str, Any]]] = {}

@@ -56,8 +56,11 @@ def episode_values(steps: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def record_episode(
-    folder: Path, name: str, steps: int, seed: int, **options: Any
+    folder: Path, name: str, steps: int, seed: int, rate: float | None = None,
+    stall: tuple[int, float] | None = None, **options: Any
 ) -> dict[str, np.ndarray]:
+    """One episode recorded flat out, or at ``rate`` steps per second; ``stall=(step,
+    seconds)`` pauses the loop that long before that step, as a robot's loop sometimes does."""
     values = episode_values(steps, seed)
     with Recorder(
         name,
@@ -67,7 +70,13 @@ def record_episode(
         image_keys_to_save=[],
         **options,
     ) as recorder:
+        began = time.perf_counter()
         for i in range(steps):
+            if stall is not None and i == stall[0]:
+                time.sleep(stall[1])
+                began += stall[1]
+            while rate is not None and time.perf_counter() < began + i / rate:
+                time.sleep(0.0005)
             recorder.record(
                 observation={
                     "image": values["observation/image"][i],
@@ -120,3 +129,28 @@ def killed_episode(folder: Path, steps: int = 400) -> tuple[Path, dict[str, np.n
     recover = [sys.executable, "-m", "h5recorder._tools.cli", "recover", str(path)]
     subprocess.run(recover, check=True, capture_output=True)
     return path, episode_values(steps, seed=99)
+
+
+def record_rig(folder: Path, name: str, steps: int, seed: int, rate: float = 30.0,
+               cameras: int = 2, stall: tuple[int, float] | None = None) -> dict[str, np.ndarray]:
+    """An episode of the camera rig (``workloads.workload("rig")``: 640x480 cameras, a depth
+    image, 30 joints) recorded at ``rate`` steps per second, as a robot's loop records it
+    (``stall=(step, seconds)``: a pause before that step); returns the columns recorded, by
+    dataset name."""
+    from h5recorder.workloads import workload
+
+    load = workload("rig", bank_size=16, seed=seed, cameras=cameras)
+    rows = [load.bank[i % len(load.bank)] for i in range(steps)]
+    with Recorder(name, out_dir=str(folder), image_keys_to_save=[], **load.spaces()) as recorder:
+        began = time.perf_counter()
+        for i, step in enumerate(rows):
+            if stall is not None and i == stall[0]:
+                time.sleep(stall[1])
+                began += stall[1]
+            while time.perf_counter() < began + i / rate:
+                time.sleep(0.0005)
+            recorder.record(**step)
+    values = {f"observation/{key}": np.stack([row["observation"][key] for row in rows])
+              for key in rows[0]["observation"]}
+    values["state/joints"] = np.stack([row["state"]["joints"] for row in rows])
+    return values

@@ -1,7 +1,7 @@
 """The ``h5recorder`` command: ``demo`` records a few seconds of moving frames, ``recover``
 mends a file whose recorder was killed, ``inspect`` says what a recording holds and whether it
 went well, ``view`` shows it in the Rerun viewer, ``stats`` merges the statistics of many
-episodes."""
+episodes, ``export lerobot`` writes episodes as a LeRobot dataset."""
 
 from __future__ import annotations
 
@@ -225,6 +225,31 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_lerobot(args: argparse.Namespace) -> int:
+    from .lerobot import to_lerobot
+
+    try:
+        done = to_lerobot(
+            args.source, args.out, fps=args.fps, video=not args.images, task=args.task,
+            include_unhealthy=args.include_unhealthy, robot_type=args.robot_type,
+            crf=args.crf, workers=args.workers, overwrite=args.overwrite,
+        )
+    except (ImportError, ReadError, SchemaError, ValueError, FileExistsError,
+            FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    kind = "videos" if done.video else "PNG images"
+    print(f"{len(done.episodes)} episodes, {done.frames} frames at {done.fps} fps, cameras as "
+          f"{kind}, written to {done.root} in {done.seconds:.1f} s")
+    for path, problems in done.skipped.items():
+        print(f"left out {path}: {'; '.join(problems)} (--include-unhealthy exports it)")
+    for leaf, why in done.left_out.items():
+        print(f"not exported: {leaf}: {why}")
+    for note in done.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench as _bench
 
@@ -332,6 +357,31 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--every", type=float, default=1.0, help="seconds between lines")
     live.add_argument("--count", type=int, default=0, help="lines to print (0: until it ends)")
     live.set_defaults(run=_live)
+    export = sub.add_parser("export", help="write episodes in another library's format")
+    formats = export.add_subparsers(dest="format", required=True)
+    lerobot = formats.add_parser(
+        "lerobot", help="a LeRobot dataset (v3.0) that LeRobotDataset(repo_id, root=OUT) loads"
+    )
+    lerobot.add_argument("source", help="a folder of episodes, a glob pattern or one file")
+    lerobot.add_argument("out", type=Path, help="the dataset folder to create")
+    lerobot.add_argument("--fps", type=int, default=None,
+                         help="frame rate (default: from the recorded times)")
+    storage = lerobot.add_mutually_exclusive_group()
+    storage.add_argument("--video", action="store_true",
+                         help="cameras as AV1 videos, one per episode and camera (the default)")
+    storage.add_argument("--images", action="store_true",
+                         help="cameras as lossless PNG images inside the data files")
+    lerobot.add_argument("--task", default=None,
+                         help="every frame's task (default: the recording's Text leaf)")
+    lerobot.add_argument("--include-unhealthy", action="store_true",
+                         help="also export killed or otherwise unhealthy recordings")
+    lerobot.add_argument("--robot-type", default=None, help="written to meta/info.json")
+    lerobot.add_argument("--crf", type=int, default=30,
+                         help="video quality: lower is better and larger (default 30)")
+    lerobot.add_argument("--workers", type=int, default=None,
+                         help="encoding processes (default: one per core)")
+    lerobot.add_argument("--overwrite", action="store_true", help="replace OUT when not empty")
+    lerobot.set_defaults(run=_export_lerobot)
     bench = sub.add_parser(
         "bench", help="h5recorder against mbodied, naive h5py and a sequential write, side by side"
     )
