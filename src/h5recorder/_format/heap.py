@@ -143,8 +143,7 @@ class HeapCheck:
         assert length is not None
         self._read = read_at
         self.length = length
-        self.name = file.filename
-        self._collections: dict[int, np.ndarray[Any, Any]] = {}  # index -> size (-1: absent)
+        self._collections: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
         self._checked: set[tuple[Any, ...]] = set()
 
     # -- reading --------------------------------------------------------------------------
@@ -166,9 +165,10 @@ class HeapCheck:
 
     # -- collections ----------------------------------------------------------------------
 
-    def collection(self, address: int, where: str, fresh: bool = False) -> np.ndarray[Any, Any]:
-        """The size of each object of the collection at ``address`` (-1 where none), after
-        walking it as HDF5 will."""
+    def collection(self, address: int, where: str,
+                   fresh: bool = False) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The indexes of the objects of the collection at ``address``, sorted, and their
+        sizes, after walking it as HDF5 will."""
         known = self._collections.get(address)
         if known is not None and not fresh:
             return known
@@ -182,7 +182,7 @@ class HeapCheck:
             raise ReadError(f"{what} at address {address}: expected at least {COLLECTION_MIN} "
                             f"bytes, its header says {size}")
         data = self._read_exact(address, size, what)
-        sizes = np.full(MAX_INDEX + 1, -1, np.int64)
+        sizes: dict[int, int] = {}
         object_header = 8 + self.length_size
         at = 8 + self.length_size
         while at + object_header <= size:  # fewer bytes at the end are free space
@@ -194,12 +194,14 @@ class HeapCheck:
                                 f"{index}, {length} bytes) does not fit in the collection's "
                                 f"{size} bytes")
             if index:
-                if sizes[index] >= 0:
+                if index in sizes:
                     raise ReadError(f"{what} at address {address}: object {index} twice")
                 sizes[index] = length
             at += need
-        self._collections[address] = sizes
-        return sizes
+        indexes = np.array(sorted(sizes), np.int64)
+        table = (indexes, np.array([sizes[index] for index in indexes.tolist()], np.int64))
+        self._collections[address] = table
+        return table
 
     def references(self, raw: bytes, count: int, unit: int, where: str) -> None:
         """Check ``count`` heap IDs in ``raw`` (each: length, collection address, index),
@@ -227,7 +229,10 @@ class HeapCheck:
             if int(address) == (1 << (8 * self.offset_size)) - 1:
                 raise ReadError(f"{where}: refers to the undefined address")
             for fresh in (False, True):  # a collection read while a recorder adds to it
-                found = self.collection(int(address), where, fresh)[indexes]
+                known, sizes = self.collection(int(address), where, fresh)
+                at = np.minimum(np.searchsorted(known, indexes), max(0, known.size - 1))
+                found = np.where(known[at] == indexes, sizes[at], -1) if known.size else (
+                    np.full(indexes.shape, -1))
                 bad = np.flatnonzero(found != wanted)
                 if not bad.size:
                     break
@@ -303,7 +308,8 @@ class HeapCheck:
             if dataset.id.get_chunk_info_by_coord(coord).byte_offset is not None:
                 mask, stored = dataset.id.read_direct_chunk(coord)
                 raw = self._unfilter(dataset, mask, stored, rows * per_row * size, where)
-                self.references(raw, (last - first) * per_row, unit, f"{where} rows {first}..")
+                self.references(raw, (last - first) * per_row, unit,
+                                f"{where}, rows {first} to {last - 1}")
             self._checked.add((key, first, last))
 
     def _unfilter(self, dataset: h5py.Dataset, mask: int, data: bytes, size: int,

@@ -299,10 +299,14 @@ class Column:
         return out
 
     def _decode_one(self, item: Any) -> Any:
-        text = item.decode() if isinstance(item, bytes) else str(item)
-        if self.kind != "tuple":
-            return text
-        value = json.loads(text)
+        try:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            if self.kind != "tuple":
+                return text
+            value = json.loads(text)
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ReadError(f"{self.name}: a row holds no {'JSON' if self.kind == 'tuple' else ''}"
+                            f" UTF-8 text, as the recorder writes ({error})") from error
         if isinstance(value, Mapping) and "item" in value:
             value = value["item"]
         return _from_json(value, self.space) if isinstance(value, list) else value
