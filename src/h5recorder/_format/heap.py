@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -143,7 +144,7 @@ class HeapCheck:
         assert length is not None
         self._read = read_at
         self.length = length
-        self._collections: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+        self._collections: dict[int, dict[int, int]] = {}  # address -> {index: size}
         self._checked: set[tuple[Any, ...]] = set()
 
     # -- reading --------------------------------------------------------------------------
@@ -165,10 +166,9 @@ class HeapCheck:
 
     # -- collections ----------------------------------------------------------------------
 
-    def collection(self, address: int, where: str,
-                   fresh: bool = False) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """The indexes of the objects of the collection at ``address``, sorted, and their
-        sizes, after walking it as HDF5 will."""
+    def collection(self, address: int, where: str, fresh: bool = False) -> dict[int, int]:
+        """The size of each object (by index) of the collection at ``address``, after walking
+        it as HDF5 will."""
         known = self._collections.get(address)
         if known is not None and not fresh:
             return known
@@ -185,9 +185,11 @@ class HeapCheck:
         sizes: dict[int, int] = {}
         object_header = 8 + self.length_size
         at = 8 + self.length_size
+        layout = "<H6x" + {2: "H", 4: "I", 8: "Q"}.get(self.length_size, "Q")
+        if self.length_size not in (2, 4, 8):
+            raise ReadError(f"{what}: lengths of {self.length_size} bytes (expected 2, 4 or 8)")
         while at + object_header <= size:  # fewer bytes at the end are free space
-            index = _number(data, at, 2)
-            length = _number(data, at + 8, self.length_size)
+            index, length = struct.unpack_from(layout, data, at)
             need = length if index == 0 else object_header + -(-length // 8) * 8
             if need < object_header or at + need > size:
                 raise ReadError(f"{what} at address {address}: the object at byte {at} (index "
@@ -198,10 +200,8 @@ class HeapCheck:
                     raise ReadError(f"{what} at address {address}: object {index} twice")
                 sizes[index] = length
             at += need
-        indexes = np.array(sorted(sizes), np.int64)
-        table = (indexes, np.array([sizes[index] for index in indexes.tolist()], np.int64))
-        self._collections[address] = table
-        return table
+        self._collections[address] = sizes
+        return sizes
 
     def references(self, raw: bytes, count: int, unit: int, where: str) -> None:
         """Check ``count`` heap IDs in ``raw`` (each: length, collection address, index),
@@ -210,40 +210,26 @@ class HeapCheck:
         if len(raw) < count * size:
             raise ReadError(f"{where}: expected {count} heap references ({count * size} bytes), "
                             f"found {len(raw)} bytes")
-        if count == 0:
-            return
         if self.offset_size not in (4, 8):
             raise ReadError(f"{where}: file addresses of {self.offset_size} bytes (expected 4 "
                             "or 8)")
-        ids = np.frombuffer(raw, np.dtype([("length", "<u4"), ("address", f"<u{self.offset_size}"),
-                                           ("index", "<u4")]), count)
-        used = ids[ids["address"] != 0]  # 0: no data (an empty or null string)
-        for address in np.unique(used["address"]).tolist():
-            mine = used[used["address"] == address]
-            indexes = mine["index"].astype(np.int64)
-            wanted = mine["length"].astype(np.int64) * unit
-            if int(indexes.max()) > MAX_INDEX:
-                raise ReadError(f"{where}: refers to object {int(indexes.max())} of the global "
-                                f"heap collection at address {address}; indexes end at "
-                                f"{MAX_INDEX}")
-            if int(address) == (1 << (8 * self.offset_size)) - 1:
-                raise ReadError(f"{where}: refers to the undefined address")
-            for fresh in (False, True):  # a collection read while a recorder adds to it
-                known, sizes = self.collection(int(address), where, fresh)
-                at = np.minimum(np.searchsorted(known, indexes), max(0, known.size - 1))
-                found = np.where(known[at] == indexes, sizes[at], -1) if known.size else (
-                    np.full(indexes.shape, -1))
-                bad = np.flatnonzero(found != wanted)
-                if not bad.size:
-                    break
-            else:
-                first = int(bad[0])
-                seen = int(found[first])
-                raise ReadError(
-                    f"{where}: refers to object {int(indexes[first])} of {int(wanted[first])} "
-                    f"bytes in the global heap collection at address {address}, which holds "
-                    + ("no such object" if seen < 0 else f"{seen} bytes there")
-                )
+        layout = "<IQI" if self.offset_size == 8 else "<III"
+        current, table = -1, {}
+        for length, address, index in struct.iter_unpack(layout, raw[: count * size]):
+            if not address:
+                continue  # no data: an empty or null string
+            if address != current:
+                current, table = address, self.collection(address, where)
+            wanted = length * unit
+            if table.get(index, -1) != wanted:
+                table = self.collection(address, where, fresh=True)  # a recorder added to it?
+                seen = table.get(index, -1)
+                if seen != wanted:
+                    raise ReadError(
+                        f"{where}: refers to object {index} of {wanted} bytes in the global heap "
+                        f"collection at address {address}, which holds "
+                        + ("no such object" if seen < 0 else f"{seen} bytes there")
+                    )
 
     # -- datatypes -------------------------------------------------------------------------
 
@@ -284,22 +270,22 @@ class HeapCheck:
         size = 4 + self.offset_size + 4
         layout = dataset.id.get_create_plist().get_layout()
         key = h5py.h5o.get_info(dataset.id).addr
-        if layout == h5py.h5d.CONTIGUOUS:
-            if (key, 0, stop) in self._checked:
+        limit = stop if limit is None else max(stop, limit)
+        if layout == h5py.h5d.CONTIGUOUS:  # checked from the first row, as one chunk
+            if (key, 0, limit) in self._checked:
                 return
             offset = dataset.id.get_offset()
             if offset is not None:
-                raw = self._read_exact(int(offset) - self.base + start * per_row * size,
-                                       (stop - start) * per_row * size, f"{where}: the rows")
-                self.references(raw, (stop - start) * per_row, unit, where)
-            self._checked.add((key, 0, stop))
+                raw = self._read_exact(int(offset) - self.base, limit * per_row * size,
+                                       f"{where}: the rows")
+                self.references(raw, limit * per_row, unit, where)
+            self._checked.add((key, 0, limit))
             return
         if layout != h5py.h5d.CHUNKED or tuple(dataset.chunks[1:]) != tuple(dataset.shape[1:]):
             raise ReadError(f"{where}: variable-length rows stored otherwise than in chunks of "
                             "whole rows cannot be checked before they are read")
         rows = int(dataset.chunks[0])
         zeros = (0,) * (dataset.ndim - 1)
-        limit = stop if limit is None else max(stop, limit)
         for first in range(start - start % rows, stop, rows):
             last = min(first + rows, limit)
             if (key, first, last) in self._checked:
@@ -511,6 +497,8 @@ class _FractalHeap:
         managed_most = _number(data, 10, 4)
         self.huge_tree = check._address(data, 14 + ll)
         self._huge: dict[int, tuple[int, int]] | None = None
+        self._blocks: dict[int, bytes] = {}  # direct blocks read, by address
+        self._tables: dict[int, list[tuple[int, int, int, int]]] = {}
         at = 14 + 10 * ll + 2 * o
         self.width = _number(data, at, 2)
         self.start_block = _number(data, at + 2, ll)
@@ -555,8 +543,10 @@ class _FractalHeap:
         if not (block_offset <= offset and offset + length <= block_offset + size):
             raise ReadError(f"{self.what}: an object at heap offset {offset} ({length} bytes) "
                             "outside its block")
-        address = block + offset - block_offset
-        return address, length, self.check._read_exact(address, length, self.what)
+        if block not in self._blocks:
+            self._blocks[block] = self.check._read_exact(block, size, self.what)
+        start = offset - block_offset
+        return block + start, length, self._blocks[block][start : start + length]
 
     def _huge_object(self, number: int) -> tuple[int, int]:
         """Where the huge object ``number`` lies (its B-tree holds address, length, number)."""
@@ -582,32 +572,41 @@ class _FractalHeap:
 
     def _find(self, block: int, rows: int, block_offset: int, offset: int,
               nesting: int) -> tuple[int, int, int]:
-        """The direct block holding heap ``offset``, below the indirect block at ``block``."""
-        check = self.check
-        o = check.offset_size
+        """The direct block holding heap ``offset`` (its address, heap offset and size),
+        below the indirect block at ``block``."""
         if nesting > MAX_NESTING or rows > 64:
             raise ReadError(f"{self.what}: indirect blocks nested too deep")
-        entries = rows * self.width
-        data = check._read_exact(block, 5 + o + self.offset_bytes + entries * o, self.what)
+        for child, position, size, row in self._table(block, rows, block_offset):
+            if position <= offset < position + size:
+                if child == UNDEFINED:
+                    break
+                if row < self.direct_rows:
+                    return child, position, size
+                child_rows = size.bit_length() - (self.start_block * self.width).bit_length() + 1
+                return self._find(child, child_rows, position, offset, nesting + 1)
+        raise ReadError(f"{self.what}: no block holds heap offset {offset}")
+
+    def _table(self, block: int, rows: int, block_offset: int) -> list[tuple[int, int, int, int]]:
+        """The children of the indirect block at ``block``: address, heap offset, size, row."""
+        if block in self._tables:
+            return self._tables[block]
+        check = self.check
+        o = check.offset_size
+        data = check._read_exact(block, 5 + o + self.offset_bytes + rows * self.width * o,
+                                 self.what)
         if data[:4] != b"FHIB":
             raise ReadError(f"{self.what}: an indirect block at {block} reads {data[:4]!r}")
         at = 5 + o + self.offset_bytes
         position = block_offset
+        table = []
         for row in range(rows):
             size = self._row_size(row)
             for _ in range(self.width):
-                child = check._address(data, at)
+                table.append((check._address(data, at), position, size, row))
                 at += o
-                if position <= offset < position + size:
-                    if child == UNDEFINED:
-                        break
-                    if row < self.direct_rows:
-                        return child, position, size
-                    child_rows = (size.bit_length() - (self.start_block * self.width).bit_length()
-                                  + 1)
-                    return self._find(child, child_rows, position, offset, nesting + 1)
                 position += size
-        raise ReadError(f"{self.what}: no block holds heap offset {offset}")
+        self._tables[block] = table
+        return table
 
 
 def _undo(code: int, values: tuple[int, ...], data: bytes, size: int) -> bytes:

@@ -223,6 +223,7 @@ class Column:
                  heap: HeapCheck | None = None):
         self.name = name
         self._heap = heap
+        self._heap_checked: set[int] = set()  # first rows of the chunks whose heap is checked
         self.dataset = dataset
         self.space = space
         self.kind = _leaf_kind(space)
@@ -282,10 +283,13 @@ class Column:
         """Rows of a variable-length leaf, after the heap objects rows ``[start, stop)``
         refer to are checked (every row of their chunks below the episode's length)."""
         with hdf5_errors(self.name):
-            heap = self._heap
-            if heap is None:
-                heap = self._heap = HeapCheck(self.dataset.file)
-            heap.rows(self.dataset, start, stop, self.name, self._rows)
+            chunks = range(start - start % self.chunk_rows, stop, self.chunk_rows)
+            if not self._heap_checked.issuperset(chunks):
+                heap = self._heap
+                if heap is None:
+                    heap = self._heap = HeapCheck(self.dataset.file)
+                heap.rows(self.dataset, start, stop, self.name, self._rows)
+                self._heap_checked.update(chunks)
             return self.dataset[selection]
 
     def _decode(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
