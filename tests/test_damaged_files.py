@@ -336,6 +336,26 @@ def test_a_zeroed_page_inside_a_heap_collection(base: Base, tmp_path: Path) -> N
         assert not stuck, f"heap at {offset}, page {page} zeroed: {stuck}"
 
 
+def test_a_looping_collection_of_attributes_is_named(base: Base, tmp_path: Path) -> None:
+    """The collection that holds the root's JSON attributes, its first object made to read
+    index 0 and size 0 (HDF5 would loop on it for ever): refused, naming an attribute."""
+    heap = next(offset for offset in base.heap_offsets if offset >= 1 << 20)  # after the journal
+    data = bytearray(base.data)
+    data[heap + 16 : heap + 32] = bytes(16)
+    path = tmp_path / "looping.h5"
+    path.write_bytes(bytes(data))
+    worker = Worker()
+    try:
+        results = {reader: worker.run(reader, path) for reader in READERS}
+    finally:
+        worker.stop()
+    assert results["open"]["outcome"] == "refused", results
+    assert "global heap collection" in results["open"]["message"], results
+    assert "recorder_" in results["open"]["message"], results
+    assert all(result["outcome"] in ("returned", "refused") for result in results.values()), (
+        results)
+
+
 def test_damaged_copies(base: Base, tmp_path: Path) -> None:
     _check(base, range(QUICK), tmp_path)
 
