@@ -309,8 +309,9 @@ class Column:
                 return text
             value = json.loads(text)
         except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise ReadError(f"{self.name}: a row holds no {'JSON' if self.kind == 'tuple' else ''}"
-                            f" UTF-8 text, as the recorder writes ({error})") from error
+            wanted = "JSON in UTF-8" if self.kind == "tuple" else "UTF-8 text"
+            raise ReadError(f"{self.name}: expected {wanted} in every row, as the recorder "
+                            f"writes, found {error}") from error
         if isinstance(value, Mapping) and "item" in value:
             value = value["item"]
         return _from_json(value, self.space) if isinstance(value, list) else value

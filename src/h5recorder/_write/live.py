@@ -394,10 +394,18 @@ def read_live(
 
 
 def _open(path: Path, **options: Any) -> h5py.File:
+    """``path`` opened for reading, its root's attributes safe to read (``_format.heap``)."""
     try:
-        return h5py.File(path, "r", **options)
+        file = h5py.File(path, "r", **options)
     except OSError as error:
         raise ReadError(f"{path}: HDF5 cannot open it ({error})") from error
+    try:
+        with hdf5_errors(path):
+            HeapCheck(file).attributes(file, "/")
+    except ReadError:
+        file.close()
+        raise
+    return file
 
 
 def _read_everything(file: h5py.File) -> dict[str, Any]:
