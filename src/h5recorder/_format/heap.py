@@ -48,7 +48,6 @@ __all__ = ["HeapCheck", "Reader"]
 Reader = Callable[[int, int], bytes]  # (offset from the start of the file, count) -> bytes
 
 COLLECTION_MIN = 4096  # HDF5 makes no collection smaller
-MAX_INDEX = 0xFFFF  # an object's index is 16 bits
 MAX_HEADER_BLOCKS = 4096  # continuation blocks of one object header
 MAX_BTREE_NODES = 1 << 16
 MAX_NESTING = 8  # indirect blocks of a fractal heap, inside one another
@@ -56,21 +55,22 @@ HUGE_PREFIX = 4096  # of a large attribute, the part that holds its name, type a
 UNDEFINED = -1
 
 # object header message types
-NIL, DATASPACE, DATATYPE, ATTRIBUTE, CONTINUATION, ATTRIBUTE_INFO = 0, 1, 3, 12, 16, 21
+NIL, ATTRIBUTE, CONTINUATION, ATTRIBUTE_INFO = 0, 12, 16, 21
 # datatype classes
 COMPOUND, REFERENCE, ENUM, VLEN, ARRAY = 6, 7, 8, 9, 10
 # filters HeapCheck undoes
 DEFLATE, SHUFFLE, FLETCHER32, BLOSC2 = 1, 2, 3, 32026
 
 
+class _Short(Exception):
+    """A structure ended before what it declares (caught and reported as a ReadError)."""
+
+
 def _number(data: bytes, at: int, size: int) -> int:
+    """The little-endian number of ``size`` bytes at ``at``."""
     if at < 0 or at + size > len(data):
         raise _Short()
     return int.from_bytes(data[at : at + size], "little")
-
-
-class _Short(Exception):
-    """A structure ended before what it declares (caught and reported as a ReadError)."""
 
 
 def _enc_size(value: int) -> int:
@@ -108,7 +108,7 @@ class _Attribute:
     def count(self, length_size: int) -> int:
         """Elements, from the dataspace message."""
         space = self.dataspace
-        version, rank, flags = space[0], space[1], space[2]
+        version, rank = space[0], space[1]
         if version == 1:
             dims_at = 8
         elif version == 2:
@@ -117,7 +117,6 @@ class _Attribute:
             dims_at = 4
         else:
             raise ReadError(f"a dataspace message of version {version} (expected 1 or 2)")
-        del flags
         return math.prod(_number(space, dims_at + length_size * i, length_size)
                          for i in range(rank))
 
