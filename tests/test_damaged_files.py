@@ -3,13 +3,14 @@ within a few seconds, and none hangs or kills the interpreter.
 
 A real recording (a photo-like image, a ``Text`` leaf, a ``Discrete`` action, a float ``Box``,
 several chunks per leaf, closed normally) is copied and damaged, reproducibly from a seed: cut
-short at a random length, a 4 KiB page zeroed, or a few to a few dozen bytes flipped. Half the
-damage lands where HDF5 keeps its metadata (object headers, chunk indexes, heaps, the journal),
-the rest anywhere. Every reader then reads the copy in a worker process fed over a pipe: open
-and read every column and step, ``inspect --check``, ``dataset()`` with its statistics,
-``read_live``, and ``recover`` on a copy (then the recovered file read whole). A reader that runs
-past :data:`SECONDS`, kills the worker, or raises anything but a :class:`RecorderError` is a
-failure, reported with the seed that rebuilds the case.
+short at a random length, a 4 KiB page zeroed, or a few to a few dozen bytes flipped. Most
+damage lands in pages that hold no chunk data (object headers, chunk indexes, heaps, the
+journal) or inside a global heap collection, the rest anywhere. Every reader then reads the
+copy in a worker process fed over a pipe: open and read every column and step, ``inspect
+--check``, ``dataset()`` with its statistics, ``read_live``, and ``recover`` on a copy (then
+the recovered file read whole). A reader that runs past :data:`SECONDS`, kills the worker, or
+raises anything but a :class:`RecorderError` is a failure, reported with the seed that
+rebuilds the case.
 
 The default run damages :data:`QUICK` copies; ``-m slow`` runs :data:`LONG`.
 """
