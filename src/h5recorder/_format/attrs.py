@@ -27,12 +27,14 @@ file's datasets, for the writer, the reader, ``dataset()`` and ``recover``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..errors import ReadError
+from ..errors import ReadError, RecorderError
 
 __all__ = [
     "CLOSED_ATTRIBUTE",
@@ -47,6 +49,7 @@ __all__ = [
     "VERSION_ATTRIBUTE",
     "check_storage",
     "frames_payload",
+    "hdf5_errors",
     "jsonable",
     "roots_of",
     "walk_datasets",
@@ -100,6 +103,22 @@ def jsonable(value: Any) -> Any:
 def roots_of(file: h5py.File) -> list[str]:
     """The roots the reader reads: the recorder's, in order, then any other root key."""
     return [key for key in ROOTS if key in file] + sorted(key for key in file if key not in ROOTS)
+
+
+HDF5_ERRORS = (OSError, KeyError, RuntimeError, ValueError)  # what h5py raises for bad files
+
+
+@contextmanager
+def hdf5_errors(where: object) -> Iterator[None]:
+    """Raise what h5py raises on a file it cannot read as a :class:`ReadError` naming
+    ``where``; the project's own errors pass as they are."""
+    try:
+        yield
+    except RecorderError:
+        raise
+    except HDF5_ERRORS as error:
+        text = str(error).strip("'\"") or type(error).__name__
+        raise ReadError(f"{where}: HDF5 cannot read it ({text})") from error
 
 
 def check_storage(dataset: h5py.Dataset, name: str) -> None:

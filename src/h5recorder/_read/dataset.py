@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._format.attrs import ROOTS, jsonable
+from .._format.attrs import ROOTS, hdf5_errors, jsonable
 from .._format.health import Health, has_statistics, health_of, steps_of
 from .._format.summary import (
     QUANTILES,
@@ -357,11 +357,13 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
             raise SchemaError(f"{path}: not a readable HDF5 file ({error})") from error
         with file:
             try:
-                checked = _checked(file)
+                with hdf5_errors("the file"):
+                    checked = _checked(file)
             except ReadError as error:
                 raise ReadError(f"{path}: {error}") from error
             datasets = dict(checked.datasets)
-            this = _schema_of(datasets)
+            with hdf5_errors(path):
+                this = _schema_of(datasets)
             if schema is None:
                 schema = this
                 if not schema:
@@ -371,7 +373,8 @@ def dataset(source: PathLike | Iterable[PathLike]) -> Dataset:
                     f"{path} does not share the schema of {paths[0]}: {_difference(schema, this)}"
                 )
             try:
-                info, stats = _episode(path, file, datasets, checked)
+                with hdf5_errors("the file"):
+                    info, stats = _episode(path, file, datasets, checked)
             except ReadError as error:
                 raise ReadError(f"{path}: {error}") from error
         episodes.append(info)

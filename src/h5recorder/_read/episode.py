@@ -31,10 +31,12 @@ from .._format.attrs import (
     SPACE_ATTRIBUTE,
     TIME_ATTRIBUTE,
     VERSION_ATTRIBUTE,
+    hdf5_errors,
     roots_of,
 )
 from .._format.codecs import BLOSC2_FILTER, DEFLATE_FILTER, SHUFFLE_FILTER
 from .._format.health import Health, closed_of, has_statistics, health_of, steps_of
+from .._format.heap import HeapCheck
 from .._format.spaces import TEXT_MAX_LENGTH, space_from_json
 from ..errors import ReadError, SchemaError
 from .untrusted import (
@@ -215,11 +217,15 @@ class Column:
 
     Only rows below the episode's length are visible, and a selection reads only the chunks
     that hold it. Strings come back as ``str`` (object arrays for several rows), ``Tuple``
-    values as tuples decoded from their JSON.
+    values as tuples decoded from their JSON; the heap they are kept in is checked before HDF5
+    reads it (``_format.heap``). A file HDF5 cannot read raises :class:`ReadError`.
     """
 
-    def __init__(self, name: str, dataset: h5py.Dataset, space: spaces.Space[Any], rows: int):
+    def __init__(self, name: str, dataset: h5py.Dataset, space: spaces.Space[Any], rows: int,
+                 heap: HeapCheck | None = None):
         self.name = name
+        self._heap = heap
+        self._heap_checked: set[int] = set()  # first rows of the chunks whose heap is checked
         self.dataset = dataset
         self.space = space
         self.kind = _leaf_kind(space)
@@ -258,21 +264,35 @@ class Column:
         if self.is_string:
             if out is not None:
                 raise ValueError(f"{self.name}: text is read into new arrays, not into out")
-            return self._decode(self.dataset[start:stop])
+            return self._decode(self._strings(start, stop, np.s_[start:stop]))
         shape = (stop - start, *self.row_shape)
         if out is None:
             out = np.empty(shape, self.dtype)
         elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
             raise ValueError(f"{self.name}: out must be a C-contiguous {self.dtype} array of "
                              f"shape {shape}, got {out.dtype} {out.shape}")
-        if self._direct is None:
-            self._chunks = _DirectChunks.of(self.dataset)
-            self._direct = self._chunks is not None
-        if self._chunks is not None:
-            self._chunks.read(start, stop, out)
-        else:
-            self.dataset.read_direct(out, np.s_[start:stop])
+        with hdf5_errors(self.name):
+            if self._direct is None:
+                self._chunks = _DirectChunks.of(self.dataset)
+                self._direct = self._chunks is not None
+            if self._chunks is not None:
+                self._chunks.read(start, stop, out)
+            else:
+                self.dataset.read_direct(out, np.s_[start:stop])
         return out
+
+    def _strings(self, start: int, stop: int, selection: Any) -> Any:
+        """Rows of a variable-length leaf, after the heap objects rows ``[start, stop)``
+        refer to are checked (every row of their chunks below the episode's length)."""
+        with hdf5_errors(self.name):
+            chunks = range(start - start % self.chunk_rows, stop, self.chunk_rows)
+            if not self._heap_checked.issuperset(chunks):
+                heap = self._heap
+                if heap is None:
+                    heap = self._heap = HeapCheck(self.dataset.file)
+                heap.rows(self.dataset, start, stop, self.name, self._rows)
+                self._heap_checked.update(chunks)
+            return self.dataset[selection]
 
     def _decode(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         if not self.is_string:
@@ -285,10 +305,15 @@ class Column:
         return out
 
     def _decode_one(self, item: Any) -> Any:
-        text = item.decode() if isinstance(item, bytes) else str(item)
-        if self.kind != "tuple":
-            return text
-        value = json.loads(text)
+        try:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            if self.kind != "tuple":
+                return text
+            value = json.loads(text)
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            wanted = "JSON in UTF-8" if self.kind == "tuple" else "UTF-8 text"
+            raise ReadError(f"{self.name}: expected {wanted} in every row, as the recorder "
+                            f"writes, found {error}") from error
         if isinstance(value, Mapping) and "item" in value:
             value = value["item"]
         return _from_json(value, self.space) if isinstance(value, list) else value
@@ -303,8 +328,10 @@ class Column:
                 index += self._rows
             if not 0 <= index < self._rows:
                 raise IndexError(f"{self.name}: step {key} out of range for {self._rows} steps")
-            value = self.dataset[index]
-            return self._decode_one(value) if self.is_string else value
+            if self.is_string:
+                return self._decode_one(self._strings(index, index + 1, index))
+            with hdf5_errors(self.name):
+                return self.dataset[index]
         if isinstance(key, slice):
             start, stop, step = key.indices(self._rows)
             if step == 1:
@@ -327,7 +354,11 @@ class Column:
         if index.size == 0:
             return np.empty((*index.shape, *self.row_shape), self.dtype)
         unique, inverse = np.unique(index.reshape(-1), return_inverse=True)
-        taken = self._decode(self.dataset[unique])
+        if self.is_string:
+            taken = self._decode(self._strings(int(unique[0]), int(unique[-1]) + 1, unique))
+        else:
+            with hdf5_errors(self.name):
+                taken = self.dataset[unique]
         result: np.ndarray[Any, Any] = taken[inverse].reshape(*index.shape, *self.row_shape)
         return result
 
@@ -490,7 +521,8 @@ class Episode:
         self.path = Path(path)
         self.file = _open_file(self.path)
         try:
-            self._load()
+            with hdf5_errors(self.path):
+                self._load()
         except Exception:
             self.file.close()
             raise
@@ -534,7 +566,7 @@ class Episode:
                                     "holds no dataset there")
                 parts = name.split("/")
                 self.columns[name] = Column(
-                    name, by_name[name], _sub_space(space, parts[1:]), self.length
+                    name, by_name[name], _sub_space(space, parts[1:]), self.length, checked.heap
                 )
         try:
             for name, column in self.columns.items():
@@ -744,11 +776,12 @@ class Episode:
         """Each leaf's ``stats_*`` attributes (``save_stats()`` and ``close()`` store them)."""
         found: dict[str, dict[str, Any]] = {}
         for name, column in self.columns.items():
-            values = {
-                key[len("stats_") :]: value
-                for key, value in column.dataset.attrs.items()
-                if key.startswith("stats_")
-            }
+            with hdf5_errors(f"{self.path}: {name}"):
+                values = {
+                    key[len("stats_") :]: value
+                    for key, value in column.dataset.attrs.items()
+                    if key.startswith("stats_")
+                }
             if values:
                 found[name] = values
         return found
@@ -758,25 +791,27 @@ class Episode:
         """True when ``close()`` finished the file; False when the recording never got there
         (a crash, or still running); None for files that cannot say (older versions,
         mbodied's). The same as ``health.closed``."""
-        return closed_of(self.file.attrs, bool(self.rows_past_size))
+        with hdf5_errors(self.path):
+            return closed_of(self.file.attrs, bool(self.rows_past_size))
 
     @property
     def health(self) -> Health:
         """Whether the recording went well (:class:`Health`), from its attributes, with the
         PNG frames that are absent from disk."""
-        return health_of(
-            self.file.attrs,
-            path=self.path,
-            size=self._size_attribute,
-            rows=self._rows,
-            statistics=bool(self.columns)
-            and all(has_statistics(column.dataset.attrs) for column in self.columns.values()),
-            status=self.status,
-            frames=self._frames_info,
-            recovered=self._recovered,
-            frames_missing=self.missing_frames(),
-            problems=self._problems,
-        )
+        with hdf5_errors(self.path):
+            return health_of(
+                self.file.attrs,
+                path=self.path,
+                size=self._size_attribute,
+                rows=self._rows,
+                statistics=bool(self.columns)
+                and all(has_statistics(column.dataset.attrs) for column in self.columns.values()),
+                status=self.status,
+                frames=self._frames_info,
+                recovered=self._recovered,
+                frames_missing=self.missing_frames(),
+                problems=self._problems,
+            )
 
     def missing_frames(self) -> list[str]:
         """PNG files of saved leaves that are not on disk (listed by the recorder, or absent)."""

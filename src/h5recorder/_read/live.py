@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
-from .._format.attrs import walk_datasets
+from .._format.attrs import hdf5_errors, walk_datasets
+from .._format.heap import HeapCheck
 from .._format.live import DONE, HELD, READY, SNAPSHOT, TRUSTED_UIDS, sidecar
 from ..errors import LiveError, ReadError
 from .untrusted import check_at_rest
@@ -89,6 +91,9 @@ def read_live(
     LiveError
         No consistent snapshot after ``attempts`` tries (``read`` too slow for the pause), or
         the file's sidecar names a socket of another user, which is never used.
+    ReadError
+        The file cannot be opened (its last commit was interrupted: run ``h5recorder
+        recover``), or (the default ``read``) its rows cannot be read.
     """
     target = Path(path)
     read = read or _read_everything
@@ -99,7 +104,7 @@ def read_live(
                 check_at_rest(target)
             except ReadError as error:
                 raise ReadError(f"{target}: {error}") from error
-            with h5py.File(target, "r") as file:
+            with _open(target) as file:
                 return read(file)
         _refuse_untrusted(target, address)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -117,7 +122,7 @@ def read_live(
             failure: BaseException | None = None
             result = None
             try:
-                with h5py.File(target, "r", locking=False) as file:
+                with _open(target, locking=False) as file:
                     result = read(file)
             except Exception as error:  # noqa: BLE001 - raised below if the pause held
                 failure = error
@@ -136,11 +141,31 @@ def read_live(
     )
 
 
-def _read_everything(file: h5py.File) -> dict[str, Any]:
-    size = int(file.attrs.get("size", 0))
-    values: dict[str, Any] = {"size": size}
+def _open(path: Path, **options: Any) -> h5py.File:
+    """``path`` opened for reading, its root's attributes safe to read (``_format.heap``)."""
+    try:
+        file = h5py.File(path, "r", **options)
+    except OSError as error:
+        raise ReadError(f"{path}: HDF5 cannot open it ({error})") from error
+    try:
+        with hdf5_errors(path):
+            HeapCheck(file).attributes(file, "/")
+    except ReadError:
+        file.close()
+        raise
+    return file
 
-    for name, dataset in walk_datasets(file):
-        if dataset.ndim >= 1:
-            values[name] = dataset[:size]
+
+def _read_everything(file: h5py.File) -> dict[str, Any]:
+    with hdf5_errors(file.filename):
+        size = file.attrs.get("size", 0)
+        if not isinstance(size, int | np.integer) or size < 0:
+            raise ReadError(f"{file.filename}: size: expected a number of steps, found "
+                            f"{size!r:.80}")
+        values: dict[str, Any] = {"size": int(size)}
+        heap = HeapCheck(file)  # text rows: their heap is checked before HDF5 reads it
+        for name, dataset in walk_datasets(file):
+            if dataset.ndim >= 1:
+                heap.rows(dataset, 0, min(int(size), dataset.shape[0]), name)
+                values[name] = dataset[:size]
     return values

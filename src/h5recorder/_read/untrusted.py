@@ -16,7 +16,15 @@ is allocated, read from elsewhere or written on its word:
 - a space description: the shape it gives each leaf is the shape of the dataset that holds it;
 - rows: a dataset stores the chunks that the rows to be read from it need, so a claimed length
   costs what the file holds, not what it says;
-- PNG frame keys: names of leaves, with no empty, ``.`` or ``..`` part (the writer's rule).
+- PNG frame keys: names of leaves, with no empty, ``.`` or ``..`` part (the writer's rule);
+- variable-length data (``str`` attributes, ``Text`` rows): the global heap collections it
+  refers to, walked before HDF5 reads them (``_format.heap``: HDF5 loops for ever on some
+  damaged collections). The attributes of the root, the groups and the datasets are checked
+  here; rows, by the reader, before it reads them.
+
+What h5py raises on a file HDF5 cannot read (an ``OSError``, ``KeyError``, ``RuntimeError`` or
+``ValueError`` for a bad checksum, a truncated file, a chunk that does not decode) is raised
+again, inside ``_format.attrs.hdf5_errors``, as a :class:`ReadError` naming what was being read.
 
 Before HDF5 reads anything, :func:`check_at_rest` looks at the file's head: a complete
 journal in the user block (a commit interrupted by a power cut or a kill, ``durability=
@@ -50,6 +58,7 @@ from .._format.attrs import (
     walk_datasets,
 )
 from .._format.head import end_of_file, read_journal
+from .._format.heap import HeapCheck
 from ..errors import ReadError, RecoveryError
 
 __all__ = [
@@ -341,16 +350,35 @@ class Checked:
     options: dict[str, Any] | None
     frames: dict[str, Any] | None
     recovered: dict[str, Any] | None
+    heap: HeapCheck
 
 
-def check_recording(file: h5py.File, roots: Sequence[str]) -> Checked:
-    """Check the attributes and layout of ``file`` below ``roots``; see the module docstring."""
+def _groups(roots: Sequence[str], datasets: Sequence[tuple[str, h5py.Dataset]]) -> list[str]:
+    """The roots and every group between them and the datasets, each once."""
+    groups = dict.fromkeys(roots)
+    for name, _ in datasets:
+        parts = name.split("/")
+        groups.update(dict.fromkeys("/".join(parts[:end]) for end in range(1, len(parts))))
+    return list(groups)
+
+
+def check_recording(file: h5py.File, roots: Sequence[str],
+                    heap: HeapCheck | None = None) -> Checked:
+    """Check the attributes and layout of ``file`` below ``roots``; see the module docstring.
+    ``heap`` reads the file for the checks of variable-length data (default: HDF5's own
+    descriptor of it)."""
+    heap = HeapCheck(file) if heap is None else heap
+    heap.attributes(file, "/")
     size = _size_attribute(file)
     status = json_attribute(file, STATUS_ATTRIBUTE)
     _check_status(status)
     options = json_attribute(file, OPTIONS_ATTRIBUTE)
     recovered = json_attribute(file, RECOVERED_ATTRIBUTE)
     datasets = walk_datasets(file, list(roots))
+    for name in _groups(roots, datasets):
+        heap.attributes(file[name], name)
+    for name, dataset in datasets:
+        heap.attributes(dataset, name)
     limit = MAX_JSON_BYTES + JSON_BYTES_PER_ELEMENT * _elements(datasets)
     descriptions: dict[str, dict[str, Any] | None] = {}
     legacy: list[tuple[str, h5py.Dataset]] = []
@@ -371,4 +399,4 @@ def check_recording(file: h5py.File, roots: Sequence[str]) -> Checked:
         if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
             raise ReadError(f"{FRAMES_ATTRIBUTE}: 'missing': expected a list of paths, found "
                             f"{missing!r:.80}")
-    return Checked(size, datasets, descriptions, status, options, frames, recovered)
+    return Checked(size, datasets, descriptions, status, options, frames, recovered, heap)

@@ -35,8 +35,15 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc2 filter for reading
 
-from .._format.attrs import RECOVERED_ATTRIBUTE, STATUS_ATTRIBUTE, roots_of, walk_datasets
+from .._format.attrs import (
+    RECOVERED_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    hdf5_errors,
+    roots_of,
+    walk_datasets,
+)
 from .._format.head import SIGNATURE, read_journal
+from .._format.heap import HeapCheck
 from .._format.live import sidecar
 from .._read.untrusted import check_recording, check_rows
 from ..errors import ReadError, RecoveryError
@@ -150,14 +157,16 @@ def end_of_allocation(
     return at, bytes(block), length - end
 
 
-def _readable_rows(dataset: h5py.Dataset, rows: int) -> int:
+def _readable_rows(dataset: h5py.Dataset, rows: int, heap: HeapCheck, name: str) -> int:
     """The rows below ``rows`` that read back, a chunk at a time (``rows`` was checked against
-    the chunks the file stores: the work is bounded by the file's length)."""
+    the chunks the file stores: the work is bounded by the file's length); text whose heap
+    objects are damaged does not (``_format.heap``)."""
     step = dataset.chunks[0] if dataset.chunks else max(1, rows)
     for start in range(0, rows, step):
         try:
+            heap.rows(dataset, start, min(rows, start + step), name)
             dataset[start : min(rows, start + step)]
-        except (OSError, ValueError, RuntimeError):
+        except (OSError, ValueError, RuntimeError):  # ReadError is an OSError
             return start
     return rows
 
@@ -255,9 +264,9 @@ class _Plan:
     status: dict[str, Any] | None  # the status to store, None: no status attribute
 
 
-def _plan(file: h5py.File) -> _Plan:
+def _plan(file: h5py.File, heap: HeapCheck) -> _Plan:
     """Check ``file`` as the reader does and decide what to trim; write nothing."""
-    checked = check_recording(file, roots_of(file))
+    checked = check_recording(file, roots_of(file), heap)
     # the time group's datasets have no name: the walk's path names them
     datasets = [(dataset.name or path, dataset)
                 for path, dataset in walk_datasets(file, referenced=True)
@@ -268,8 +277,8 @@ def _plan(file: h5py.File) -> _Plan:
         size = min(size, dataset.shape[0])
     for name, dataset in datasets:
         check_rows(dataset, name, size)
-    for _, dataset in datasets:
-        size = _readable_rows(dataset, size)
+    for name, dataset in datasets:
+        size = _readable_rows(dataset, size, heap, name)
     trims = {name: d.shape[0] - size for name, d in datasets if d.shape[0] > size}
     status = None
     if STATUS_ATTRIBUTE in file.attrs:
@@ -308,8 +317,8 @@ def recover(path: str | Path) -> RecoveryReport:
         if superblock is not None:
             view.writes.append(superblock[:2])
         try:
-            with h5py.File(view, "r") as file:
-                plan = _plan(file)
+            with h5py.File(view, "r") as file, hdf5_errors("the file"):
+                plan = _plan(file, HeapCheck(file, view.read_at, view.length))
         except ReadError as error:
             raise RecoveryError(f"{path}: {error}; refused, nothing was written") from error
         except OSError as error:
@@ -319,16 +328,21 @@ def recover(path: str | Path) -> RecoveryReport:
             apply_journal(fd, journal)
         if superblock is not None:
             os.pwrite(fd, superblock[1], superblock[0])
-        with h5py.File(path, "r+") as file:
-            for _, dataset in walk_datasets(file, referenced=True):  # as checked
-                if dataset.shape and dataset.maxshape[0] is None and dataset.shape[0] > plan.size:
-                    dataset.resize(plan.size, axis=0)
-            file.attrs["size"] = plan.size
-            file.attrs[RECOVERED_ATTRIBUTE] = json.dumps(
-                {"size_before": plan.size_before, "size_after": plan.size, "trimmed": plan.trims}
-            )
-            if plan.status is not None:
-                file.attrs[STATUS_ATTRIBUTE] = json.dumps(plan.status)
+        try:
+            with h5py.File(path, "r+") as file, hdf5_errors("mending it"):
+                for _, dataset in walk_datasets(file, referenced=True):  # as checked
+                    if (dataset.shape and dataset.maxshape[0] is None
+                            and dataset.shape[0] > plan.size):
+                        dataset.resize(plan.size, axis=0)
+                file.attrs["size"] = plan.size
+                file.attrs[RECOVERED_ATTRIBUTE] = json.dumps(
+                    {"size_before": plan.size_before, "size_after": plan.size,
+                     "trimmed": plan.trims}
+                )
+                if plan.status is not None:
+                    file.attrs[STATUS_ATTRIBUTE] = json.dumps(plan.status)
+        except OSError as error:  # a ReadError from hdf5_errors too
+            raise RecoveryError(f"{path}: {error}") from error
     finally:
         os.close(fd)
     return RecoveryReport(
