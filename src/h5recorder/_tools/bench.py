@@ -67,7 +67,7 @@ __all__ = [
     "text_table",
 ]
 
-LATENCY_RATES = {"seed": 1000.0, "rig": 30.0, "proprio": 2000.0}
+LATENCY_RATES = {"seed": 1000.0, "rig": 30.0, "hd": 30.0, "proprio": 2000.0}
 """Steps per second of the paced latency runs: a camera loop, a camera rig, a control loop."""
 
 PNG_STEPS = {"seed": 300, "rig": 12}
