@@ -163,3 +163,29 @@ def test_inspect_reads_a_file_killed_after_one_step(tmp_path):
     assert "steps         1" in result.stdout and "NOT closed cleanly" in result.stdout
     summary = json.loads(inspect("--check", "--json", str(path)).stdout)
     assert summary["steps"] == 1 and summary["timing"]["interval_p50_us"] is None
+
+
+def test_inspect_names_each_leafs_filters_and_what_a_reader_without_plugins_opens(
+    clean_file, tmp_path
+):
+    summary = inspect_json(clean_file)
+    leaves = summary["leaves"]
+    assert leaves["observation/image"]["filters"] == ["blosc2"]
+    assert not leaves["observation/image"]["any_reader"]
+    assert leaves["observation/joints"]["filters"] == ["shuffle", "deflate"]
+    assert leaves["action"]["filters"] == ["shuffle", "deflate"]
+    assert leaves["observation/note"]["filters"] == []
+    assert all(leaf["any_reader"] for name, leaf in leaves.items() if name != "observation/image")
+    text = inspect(str(clean_file)).stdout
+    assert "3 of 4 leaves open without hdf5plugin" in text and "observation/image (blosc2)" in text
+    space = spaces.Dict({"image": spaces.Box(0, 255, (48, 64, 3), np.uint8),
+                         "joints": spaces.Box(-4, 4, (6,), np.float32)})
+    frames = photo_frames(4, 48, 64, seed=5)
+    with Recorder("portable", out_dir=str(tmp_path), observation_space=space,
+                  compression="portable", image_keys_to_save=[]) as recorder:
+        for i in range(40):
+            recorder.record({"image": frames[i % 4], "joints": np.full(6, i / 10, np.float32)})
+    portable = inspect_json(recorder.filename)["leaves"]
+    assert portable["observation/image"]["filters"] == ["deflate"]  # bytes: no shuffle
+    assert portable["observation/joints"]["filters"] == ["shuffle", "deflate"]
+    assert "every leaf opens without hdf5plugin" in inspect(str(recorder.filename)).stdout

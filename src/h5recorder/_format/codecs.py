@@ -36,10 +36,13 @@ from ..errors import SchemaError
 __all__ = [
     "BLOSC2_FILTER",
     "DEFLATE_FILTER",
+    "EVERY_BUILD",
+    "FILTER_NAMES",
     "SHUFFLE_FILTER",
     "SMALL_ROW_BYTES",
     "Codec",
     "Compression",
+    "filters_of",
     "parse_compression",
 ]
 
@@ -48,6 +51,12 @@ DEFLATE_FILTER = 1  # in every HDF5 build
 SHUFFLE_FILTER = 2  # in every HDF5 build
 SMALL_ROW_BYTES = 4096  # rows up to this size (not images) are deflated under "blosc2"
 FAST_DEFLATE_LEVELS = range(4)  # ISA-L's levels; its output is standard zlib
+FILTER_NAMES = {
+    1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
+    32000: "lzf", 32026: "blosc2",
+}  # fmt: skip
+# filters every HDF5 build decodes (szip is optional in builds; lzf is h5py's own)
+EVERY_BUILD = frozenset({1, 2, 3, 5, 6})
 
 Encoder = Callable[[np.ndarray[Any, Any]], bytes]
 
@@ -95,6 +104,12 @@ class Codec:
         if self.filter == "deflate":
             return _deflate_encoder(self.level, self.shuffle, self.fast)
         return None
+
+
+def filters_of(dataset: Any) -> list[int]:
+    """The filter ids of an h5py dataset's pipeline, in order (empty: stored raw)."""
+    plist = dataset.id.get_create_plist()
+    return [int(plist.get_filter(i)[0]) for i in range(plist.get_nfilters())]
 
 
 def _blosc2_encoder(inner: str, level: int, threads: int) -> Encoder:

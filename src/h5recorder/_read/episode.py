@@ -34,7 +34,7 @@ from .._format.attrs import (
     hdf5_errors,
     roots_of,
 )
-from .._format.codecs import BLOSC2_FILTER, DEFLATE_FILTER, SHUFFLE_FILTER
+from .._format.codecs import BLOSC2_FILTER, DEFLATE_FILTER, SHUFFLE_FILTER, filters_of
 from .._format.health import Health, closed_of, has_statistics, health_of, steps_of
 from .._format.heap import HeapCheck
 from .._format.spaces import TEXT_MAX_LENGTH, space_from_json
@@ -402,8 +402,7 @@ class _DirectChunks:
             return None  # bytes on disk laid out otherwise than in memory: HDF5 converts them
         if chunks[0] * dataset.dtype.itemsize * math.prod(chunks[1:]) < DIRECT_CHUNK_BYTES:
             return None
-        plist = dataset.id.get_create_plist()
-        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        filters = filters_of(dataset)
         if filters not in _DIRECT_FILTERS:
             return None
         return cls(dataset, filters)

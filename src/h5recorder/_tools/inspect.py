@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .._format.attrs import jsonable
+from .._format.codecs import EVERY_BUILD, FILTER_NAMES, filters_of
 from .._read.episode import Column, Episode
 
 __all__ = ["render", "summarize"]
@@ -72,6 +73,7 @@ def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
         raw = rows * column.row_bytes
         dtype = str(column.dtype)
     disk = int(dataset.id.get_storage_size())
+    filters = filters_of(dataset)
     return {
         "shape": list(column.row_shape),
         "dtype": dtype,
@@ -79,6 +81,8 @@ def _leaf(column: Column, stats: dict[str, Any] | None) -> dict[str, Any]:
         "rows_in_file": int(dataset.shape[0]),
         "chunk_rows": column.chunk_rows,
         "compression": dataset.compression or "none",
+        "filters": [FILTER_NAMES.get(number, f"filter {number}") for number in filters],
+        "any_reader": all(number in EVERY_BUILD for number in filters),
         "bytes_raw": raw,
         "bytes_on_disk": disk,
         "ratio": round(raw / disk, 3) if disk else None,
@@ -212,6 +216,18 @@ def _stats_text(stats: dict[str, Any] | None) -> str:
     )
 
 
+def _any_reader_text(leaves: dict[str, Any]) -> str:
+    """Which leaves an HDF5 reader without plugins decodes (MATLAB, h5dump, a plain h5py)."""
+    others = {name: leaf["filters"] for name, leaf in leaves.items() if not leaf["any_reader"]}
+    if not others:
+        return "every leaf opens without hdf5plugin (filters every HDF5 build has)"
+    named = ", ".join(f"{name} ({'+'.join(filters)})" for name, filters in others.items())
+    return (
+        f"{len(leaves) - len(others)} of {len(leaves)} leaves open without hdf5plugin; the "
+        f"compressed chunks of {named} need it (their raw chunks read anyway)"
+    )
+
+
 def render(summary: dict[str, Any]) -> str:
     """``summary`` (from :func:`summarize`) for people."""
     lines = [summary["path"]]
@@ -265,14 +281,16 @@ def render(summary: dict[str, Any]) -> str:
     for name, leaf in summary["leaves"].items():
         shape = "x".join(str(size) for size in leaf["shape"]) or "scalar"
         ratio = f"{leaf['ratio']:.2f}x" if leaf["ratio"] else "-"
+        codec = "+".join(leaf.get("filters", [])) or "raw"
         lines.append(
             f"    {name:<{width}}  {shape:>11} {leaf['dtype']:<11} {leaf['space']:<22} "
             f"{_bytes(leaf['bytes_raw']):>10} raw {_bytes(leaf['bytes_on_disk']):>10} disk "
-            f"{ratio:>6}"
+            f"{ratio:>6}  {codec}"
         )
         stats = _stats_text(leaf["stats"])
         if stats:
             lines.append(f"    {'':<{width}}  {stats}")
+    lines.append(f"  any reader    {_any_reader_text(summary['leaves'])}")
     verdict = "healthy" if summary["healthy"] else "UNHEALTHY"
     lines.append(f"  health        {verdict}")
     lines += [f"    problem: {problem}" for problem in summary["problems"]]
