@@ -12,7 +12,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the Blosc2 filter, so blosc2 chunks read back
 import numpy as np
 
-from h5recorder.workloads import Workload, workload
+from h5recorder.workloads import Workload, photo_frames, workload
 
 _workloads: dict[str, Workload] = {}
 
@@ -63,3 +63,18 @@ def check_steps(path: Path, workload: Workload, steps: int) -> None:
         for values, row in ((first, 0), (last, steps - 1)):
             for root, leaves in values.items():
                 walk(file[root], leaves, row)
+
+
+def lerobot_rig(bank: int, cameras: tuple[str, ...], joints: int) -> list[dict[str, Any]]:
+    """``bank`` steps of the 2-camera rig LeRobot users record (640x480 photographs moving,
+    with noise; float32 joint positions and targets), as ``record()`` takes them."""
+    frames = [photo_frames(bank, 480, 640, seed=k) for k in range(len(cameras))]
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "observation": {name: frames[k][i] for k, name in enumerate(cameras)},
+            "state": {"joints": (rng.standard_normal(joints) * 0.5).astype(np.float32)},
+            "action": {"joints": (rng.standard_normal(joints) * 0.5).astype(np.float32)},
+        }
+        for i in range(bank)
+    ]

@@ -34,12 +34,11 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from bench_support import report
+from bench_support import lerobot_rig, report
 from gymnasium import spaces
 
 from h5recorder import Recorder
 from h5recorder.export import to_lerobot
-from h5recorder.workloads import photo_frames
 from tests.lerobot_env import import_torchvision
 
 RATE = 30
@@ -61,16 +60,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def rig() -> list[dict[str, Any]]:
-    cams = [photo_frames(BANK, 480, 640, seed=k) for k in range(len(CAMERAS))]
-    rng = np.random.default_rng(0)
-    return [
-        {
-            "observation": {name: cams[k][i] for k, name in enumerate(CAMERAS)},
-            "state": {"joints": (rng.standard_normal(JOINTS) * 0.5).astype(np.float32)},
-            "action": {"joints": (rng.standard_normal(JOINTS) * 0.5).astype(np.float32)},
-        }
-        for i in range(BANK)
-    ]
+    """``BANK`` steps of the rig, as ``record()`` takes them."""
+    return lerobot_rig(BANK, CAMERAS, JOINTS)
 
 
 def _lerobot(rig: list[dict[str, Any]], root: Path, steps: int, video: bool,

@@ -46,13 +46,12 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from bench_support import report
+from bench_support import lerobot_rig, report
 from gymnasium import spaces
 from PIL import Image
 
 from h5recorder import Options, Recorder
 from h5recorder._tools.bench import paced, percentiles_us
-from h5recorder.workloads import photo_frames
 from tests.lerobot_env import import_torchvision
 
 RATE = 30.0
@@ -80,16 +79,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="module")
 def rig() -> list[dict[str, Any]]:
     """``BANK`` steps of the rig, as ``record()`` takes them."""
-    cams = [photo_frames(BANK, 480, 640, seed=k) for k in range(len(CAMERAS))]
-    rng = np.random.default_rng(0)
-    return [
-        {
-            "observation": {name: cams[k][i] for k, name in enumerate(CAMERAS)},
-            "state": {"joints": (rng.standard_normal(JOINTS) * 0.5).astype(np.float32)},
-            "action": {"joints": (rng.standard_normal(JOINTS) * 0.5).astype(np.float32)},
-        }
-        for i in range(BANK)
-    ]
+    return lerobot_rig(BANK, CAMERAS, JOINTS)
 
 
 def handover() -> tuple[str, str, bool] | None:

@@ -65,14 +65,20 @@ def values() -> dict[str, np.ndarray]:
     return _values(STEPS)
 
 
-@pytest.mark.parametrize("compression", COMPRESSIONS)
-def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, compression):
-    before = np.empty(STEPS, np.int64)
-    after = np.empty(STEPS, np.int64)
-    wall_before = time.time_ns()
+def _record(
+    folder: Path,
+    values: dict[str, np.ndarray],
+    compression: str | None,
+    before: np.ndarray | None = None,
+    after: np.ndarray | None = None,
+) -> tuple[Path, dict]:
+    """Record ``values`` with ``compression``, commits landing inside chunks; ``before`` and
+    ``after`` get ``perf_counter_ns()`` around each ``record()``. Returns the file and its
+    statistics."""
+    clock = time.perf_counter_ns
     with Recorder(
         "bounds",
-        out_dir=str(tmp_path),
+        out_dir=str(folder),
         observation_space=OBSERVATION,
         action_space=ACTION,
         image_keys_to_save=[],
@@ -80,7 +86,7 @@ def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, co
         commit_interval=0.01,
     ) as recorder:
         for i in range(STEPS):
-            before[i] = time.perf_counter_ns()
+            started = clock()
             recorder.record(
                 observation={
                     "camera": values["observation/camera"][i],
@@ -92,10 +98,20 @@ def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, co
                 },
                 action=values["action"][i],
             )
-            after[i] = time.perf_counter_ns()
+            if before is not None and after is not None:
+                before[i], after[i] = started, clock()
             if i % 500 == 499:
                 time.sleep(0.02)  # let commits land inside chunks
         stats = recorder.save_stats()
+    return recorder.filename, stats
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, compression):
+    before = np.empty(STEPS, np.int64)
+    after = np.empty(STEPS, np.int64)
+    wall_before = time.time_ns()
+    filename, stats = _record(tmp_path, values, compression, before, after)
     wall_after = time.time_ns()
     for name in ("observation/camera", "observation/render"):  # counted by several threads
         pixels = values[name].reshape(-1, 3).astype(np.float64)
@@ -104,12 +120,12 @@ def test_every_leaf_and_every_steps_time_reads_back_exactly(tmp_path, values, co
         np.testing.assert_allclose(stats[name]["std"], pixels.std(axis=0), rtol=1e-9)
         np.testing.assert_array_equal(stats[name]["max"], pixels.max(axis=0))
 
-    with h5py.File(recorder.filename, "r") as file:
+    with h5py.File(filename, "r") as file:
         assert int(file.attrs["size"]) == STEPS
         for name in values:
             assert file[name].chunks[0] * 2 < STEPS, f"{name}: fewer than three chunks"
 
-    with h5recorder.open(recorder.filename) as episode:
+    with h5recorder.open(filename) as episode:
         assert len(episode) == STEPS
         for name, expected in values.items():
             got = np.asarray(episode[name])
@@ -213,32 +229,12 @@ def _plain_environment(folder: Path) -> dict[str, str]:
 def test_a_reader_without_plugins_reads_every_portable_leaf(tmp_path, values, compression):
     """Where the file travels: plain h5py, no hdf5plugin. Under the default, every leaf but
     the images reads exactly (they are blosc2 and say so); under ``"portable"``, every leaf."""
-    with Recorder(
-        "travels",
-        out_dir=str(tmp_path),
-        observation_space=OBSERVATION,
-        action_space=ACTION,
-        image_keys_to_save=[],
-        compression=compression,
-        commit_interval=0.01,
-    ) as recorder:
-        for i in range(STEPS):
-            recorder.record(
-                observation={
-                    "camera": values["observation/camera"][i],
-                    "render": values["observation/render"][i],
-                    "joints": values["observation/joints"][i],
-                    "mode": int(values["observation/mode"][i]),
-                    "flags": values["observation/flags"][i],
-                    "note": values["observation/note"][i],
-                },
-                action=values["action"][i],
-            )
-    with h5recorder.open(recorder.filename) as episode:
+    filename, _ = _record(tmp_path, values, compression)
+    with h5recorder.open(filename) as episode:
         expected = dict(values)
         expected["time/monotonic_ns"] = np.asarray(episode.time.monotonic_ns)
         expected["time/wall_ns"] = np.asarray(episode.time.wall_ns)
-    with h5py.File(recorder.filename, "r") as file:  # whole chunks, compressed, in every leaf
+    with h5py.File(filename, "r") as file:  # whole chunks, compressed, in every leaf
         for name in values:
             dataset = file[name]
             compressed = [
@@ -251,7 +247,7 @@ def test_a_reader_without_plugins_reads_every_portable_leaf(tmp_path, values, co
     arrays = tmp_path / "arrays"
     arrays.mkdir()
     child = subprocess.run(
-        [sys.executable, "-S", "-c", textwrap.dedent(PLAIN_READER), str(recorder.filename),
+        [sys.executable, "-S", "-c", textwrap.dedent(PLAIN_READER), str(filename),
          str(arrays)],
         capture_output=True, text=True, timeout=120, env=_plain_environment(tmp_path / "site"),
     )  # fmt: skip

@@ -264,6 +264,15 @@ class Worker:
             self.process = None
 
 
+def every_reader(path: Path) -> dict[str, dict[str, Any]]:
+    """Each reader's result on ``path``, from a worker of its own."""
+    worker = Worker()
+    try:
+        return {reader: worker.run(reader, path) for reader in READERS}
+    finally:
+        worker.stop()
+
+
 def fuzz(base: Base, seeds: range, folder: Path) -> tuple[list[str], dict[str, Any]]:
     """Damage a copy for each seed and run every reader on it: the failures, and a count of
     each outcome."""
@@ -310,11 +319,7 @@ def test_damage_is_reproducible(base: Base) -> None:
 def test_the_healthy_recording_reads(base: Base, tmp_path: Path) -> None:
     path = tmp_path / "healthy.h5"
     path.write_bytes(base.data)
-    worker = Worker()
-    try:
-        results = {reader: worker.run(reader, path) for reader in READERS}
-    finally:
-        worker.stop()
+    results = every_reader(path)
     assert all(result["outcome"] == "returned" for result in results.values()), results
 
 
@@ -327,11 +332,7 @@ def test_a_zeroed_page_inside_a_heap_collection(base: Base, tmp_path: Path) -> N
         data[page * PAGE : (page + 1) * PAGE] = bytes(PAGE)
         path = tmp_path / "zeroed.h5"
         path.write_bytes(bytes(data))
-        worker = Worker()
-        try:
-            results = {reader: worker.run(reader, path) for reader in READERS}
-        finally:
-            worker.stop()
+        results = every_reader(path)
         stuck = {reader: result for reader, result in results.items()
                  if result["outcome"] not in ("returned", "refused")}
         assert not stuck, f"heap at {offset}, page {page} zeroed: {stuck}"
@@ -345,11 +346,7 @@ def test_a_looping_collection_of_attributes_is_named(base: Base, tmp_path: Path)
     data[heap + 16 : heap + 32] = bytes(16)
     path = tmp_path / "looping.h5"
     path.write_bytes(bytes(data))
-    worker = Worker()
-    try:
-        results = {reader: worker.run(reader, path) for reader in READERS}
-    finally:
-        worker.stop()
+    results = every_reader(path)
     assert results["open"]["outcome"] == "refused", results
     assert "global heap collection" in results["open"]["message"], results
     assert "recorder_" in results["open"]["message"], results

@@ -74,11 +74,6 @@ class Codec:
     shuffle: bool = False
     fast: bool = False
 
-    @property
-    def portable(self) -> bool:
-        """Whether every HDF5 build decodes it, with no plugin."""
-        return self.filter == "deflate"
-
     def dataset_options(self) -> dict[str, Any]:
         """h5py ``create_dataset`` keywords for this pipeline."""
         if self.filter == "blosc2":
