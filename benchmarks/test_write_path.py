@@ -11,6 +11,12 @@
     of the rounds: steps/s, MB/s, record() p50/p99, close() seconds, CPU seconds per GB
     written; and h5recorder's ratios to the page-cache stream and to MCAP uncompressed.
 
+``test_backlog``
+    h5recorder alone, flat out, with the backlog a caller that outruns the writer may leave
+    pending (``BACKLOG_BYTES``) at 16, 32 and 64 MiB and at the whole ring (256 MiB), cases
+    alternating: steps/s, close() seconds, kernel CPU s/GB, and each one's ratio to the whole
+    ring, per round, median shown.
+
 ``test_close_after_a_long_recording``
     10,000 seed steps, ``flush()`` (so nothing is pending), then ``close()`` timed: the
     fixed cost of finishing an episode (statistics, trimming, attributes).
@@ -40,10 +46,12 @@ CASE = Path(__file__).with_name("write_case.py")
 SUBJECTS = ("stream", "h5recorder", "h5recorder-none", "mcap", "mcap-lz4", "stream-fsync")
 
 
-def run_case(subject: str, name: str, where: Path, seconds: float) -> dict[str, float]:
+def run_case(
+    subject: str, name: str, where: Path, seconds: float, *extra: str
+) -> dict[str, float]:
     os.sync()
     done = subprocess.run(
-        [sys.executable, str(CASE), subject, name, str(where), str(seconds)],
+        [sys.executable, str(CASE), subject, name, str(where), str(seconds), *extra],
         capture_output=True,
         text=True,
         timeout=600,
@@ -83,7 +91,7 @@ def test_flat_out(benchmark, request, tmp_path, name, target):
                                   "rounds": rounds}
     for subject, values in median.items():
         for key in ("steps_per_s", "MB_per_s", "record_p50_us", "record_p99_us", "close_s",
-                    "cpu_s_per_GB"):
+                    "cpu_s_per_GB", "user_cpu_s_per_GB", "kernel_cpu_s_per_GB"):
             figures[f"{subject}:{key}"] = values[key]
     for ours in ("h5recorder", "h5recorder-none"):
         for theirs in ("stream", "mcap"):
@@ -93,6 +101,38 @@ def test_flat_out(benchmark, request, tmp_path, name, target):
             ]
             figures[f"{ours} / {theirs}"] = round(float(np.median(ratios)), 2)
     report(benchmark, f"write path, {name}, {target}", figures)
+
+
+BACKLOGS = {"16 MiB": 16 << 20, "32 MiB": 32 << 20, "64 MiB": 64 << 20, "whole ring": 0}
+
+
+@pytest.mark.parametrize("name", ["seed", "hd"])
+def test_backlog(benchmark, request, name):
+    seconds = request.config.getoption("--write-seconds")
+    rounds = request.config.getoption("--write-rounds")
+    where = Path("/dev/shm")
+    if not where.is_dir():
+        pytest.skip("no /dev/shm here")
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in BACKLOGS}
+
+    def rounds_of_cases() -> None:
+        for round_number in range(rounds):
+            for label, backlog in BACKLOGS.items():
+                figures = run_case("h5recorder", name, where, seconds, str(backlog))
+                runs[label].append(figures)
+                print(f"  {name} backlog {label} round {round_number}: {figures}")
+
+    benchmark.pedantic(rounds_of_cases, rounds=1, iterations=1)
+    figures: dict[str, object] = {"workload": name, "seconds": seconds, "rounds": rounds}
+    for label, done in runs.items():
+        for key in ("steps_per_s", "close_s", "kernel_cpu_s_per_GB", "user_cpu_s_per_GB"):
+            figures[f"{label}:{key}"] = float(np.median([run[key] for run in done]))
+        ratios = [
+            mine["steps_per_s"] / whole["steps_per_s"]
+            for mine, whole in zip(done, runs["whole ring"], strict=True)
+        ]
+        figures[f"{label} / whole ring"] = round(float(np.median(ratios)), 2)
+    report(benchmark, f"backlog of an outrunning caller, {name}, tmpfs", figures)
 
 
 def test_close_after_a_long_recording(benchmark, tmp_path):

@@ -1,11 +1,15 @@
 """One write-path case in a process of its own, for ``test_write_path.py``; prints one JSON line.
 
-    python benchmarks/write_case.py SUBJECT WORKLOAD FOLDER SECONDS
+    python benchmarks/write_case.py SUBJECT WORKLOAD FOLDER SECONDS [BACKLOG_BYTES]
 
 A fresh process per case keeps each subject's CPU time its own (``time.process_time`` covers
 every thread of the process: the writer, its crew, the compressors). The subject records the
 workload's steps flat out for ``SECONDS``, every ``record()`` timed, then ``close()``; the file
-is checked (steps and a row of each end) before the figures are printed.
+is checked (steps and a row of each end) before the figures are printed. ``BACKLOG_BYTES``
+sets h5recorder's ``BACKLOG_BYTES`` (what a caller that outruns the writer may have pending;
+``0``: the whole ring) for ``test_write_path.py::test_backlog``. CPU time is reported whole,
+and split into user and kernel time (``os.times``): the kernel's share is mostly the page
+cache taking the bytes, which every subject pays alike.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def check(subject: str, load: Any, folder: Path, steps: int) -> None:
 
 def main() -> None:
     subject, name, where, seconds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
+    if len(sys.argv) > 5:
+        from h5recorder._write import recorder
+
+        recorder.BACKLOG_BYTES = int(sys.argv[5]) or 1 << 62
     load = workload(name)
     folder = where / f"write_case_{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -69,7 +77,7 @@ def main() -> None:
         bank, size = load.bank, len(load.bank)
         durations = np.zeros(10_000_000, np.int64)
         clock = time.perf_counter_ns
-        cpu = time.process_time()
+        cpu, times = time.process_time(), os.times()
         started = clock()
         deadline = started + int(seconds * 1e9)
         steps = 0
@@ -83,7 +91,8 @@ def main() -> None:
         recorded = clock()
         writer.close()
         finished = clock()
-        cpu = time.process_time() - cpu
+        cpu, after = time.process_time() - cpu, os.times()
+        user, kernel = after.user - times.user, after.system - times.system
         check(subject, load, folder, steps)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -101,6 +110,8 @@ def main() -> None:
                 "record_p99_us": round(float(p99), 1),
                 "close_s": round((finished - recorded) / 1e9, 3),
                 "cpu_s_per_GB": round(cpu / gigabytes, 3),
+                "user_cpu_s_per_GB": round(user / gigabytes, 3),
+                "kernel_cpu_s_per_GB": round(kernel / gigabytes, 3),
             }
         )
     )

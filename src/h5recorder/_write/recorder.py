@@ -69,6 +69,12 @@ from .writer import (
 
 __all__ = ["Options", "Recorder", "copy_and_delete_old"]
 
+# A caller that outruns the writer waits once this many bytes of steps are not written yet
+# (see Recorder._keep_backlog_small): about a server's last-level cache. benchmarks/
+# test_write_path.py::test_backlog measured 16, 32 and 64 MiB against the whole ring.
+BACKLOG_BYTES = 32 << 20
+OUTRUN_SECONDS = 0.5  # without a wait this long, the caller has the whole ring again
+
 
 _open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
@@ -138,8 +144,10 @@ class Options:
         Byte budget of the ring buffers; when the disk falls behind for longer than this
         covers, ``on_full`` applies.
     on_full
-        ``"wait"`` (lossless: ``record()`` waits for ring slots, and the wait is counted) or
-        ``"drop"`` (the step is dropped and counted).
+        ``"wait"`` (lossless: ``record()`` waits for ring slots, and the wait is counted;
+        a caller that keeps outrunning the writer then waits once ``BACKLOG_BYTES`` are
+        pending, so that the writer writes bytes still in the cache) or ``"drop"`` (the
+        step is dropped and counted; the whole ring is used).
     commit_interval
         Longest time, in seconds, between two commits while steps arrive.
     chunk_bytes
@@ -294,6 +302,8 @@ class Recorder:
         self._writer: Writer | None = None
         self._live: _live.LiveServer | None = None
         self._ring: Ring | None = None
+        self._backlog_rows = 1
+        self._outrun_since = 0.0
         self._counters = Counters()
         self._plan = Plan({}, self.options.chunk_bytes)
         self._datasets: dict[int, h5py.Dataset] = {}
@@ -436,6 +446,11 @@ class Recorder:
         self._counters = Counters()
         image_rows = [leaf.chunk_rows for leaf in leaves if leaf.is_image]
         self._wake_at = max(1, min([self._ring.capacity // 4, *image_rows]))
+        step_bytes = sum(leaf.row_bytes for leaf in leaves) or 1
+        self._backlog_rows = min(
+            self._ring.capacity, max(4 * self._wake_at, BACKLOG_BYTES // step_bytes)
+        )
+        self._outrun_since = 0.0  # when the caller last waited for the writer (0: it does not)
         self._writer = Writer(
             WriterSetup(
                 self._file,
@@ -675,9 +690,14 @@ class Recorder:
         ring = self._ring
         assert ring is not None
         head = ring.head
-        if head - ring.tail >= ring.capacity and not self._wait_for_ring_slots(ring, writer):
-            plan.forget()
-            return
+        if head - ring.tail >= ring.capacity:
+            if not self._wait_for_ring_slots(ring, writer):
+                plan.forget()
+                return
+            if self.options.on_full == "wait":
+                self._outrun_since = time.monotonic()
+        elif self._outrun_since:
+            self._keep_backlog_small(ring, writer, head)
         slot = head % ring.capacity
         held = ring.held
         if held is None:
@@ -727,6 +747,34 @@ class Recorder:
             self._start()
         assert self._writer is not None
         return self._writer
+
+    def _keep_backlog_small(self, ring: Ring, writer: Writer, head: int) -> None:
+        """While the caller outruns the writer (the ring filled up under ``on_full="wait"``),
+        wait as soon as ``BACKLOG_BYTES`` of steps are not written yet, not only when the
+        ring is full: the writer then writes bytes that are still in the processor's cache.
+
+        A caller that has not had to wait for half a second is no longer outrunning the
+        writer, and has the whole ring for its bursts again. Frames the PNG encoders have
+        not finished do not count: they are deferred when they fall behind, as ever.
+        """
+        if head - writer.done < self._backlog_rows:
+            if time.monotonic() - self._outrun_since > OUTRUN_SECONDS:
+                self._outrun_since = 0.0
+            return
+        counters = self._counters
+        counters.waits += 1
+        started = time.perf_counter()
+        while ring.head - writer.done >= self._backlog_rows:
+            ring.released.clear()
+            if ring.head - writer.done < self._backlog_rows:
+                break
+            if writer.error is not None:
+                writer.raise_error()
+            writer.wake.set()
+            ring.released.wait(0.1)
+        now = time.perf_counter()
+        counters.wait_seconds += now - started
+        self._outrun_since = time.monotonic()
 
     def _wait_for_ring_slots(self, ring: Ring, writer: Writer) -> bool:
         counters = self._counters

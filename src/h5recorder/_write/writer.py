@@ -646,6 +646,7 @@ class Writer(threading.Thread):
             if self.frames is not None and self.frame_targets:
                 self._submit_frames(start, count)
             self.release()
+            ring.released.set()  # a caller keeping the backlog small waits for ``done``
 
     def _grow(self, leaves: list[Leaf], stagings: list[_Staging], rows: int) -> None:
         """Grow each dataset, once, over every whole chunk that ``rows`` rows complete: one
