@@ -1023,7 +1023,10 @@ class Writer(threading.Thread):
         self.write_attributes()
         self.file.flush()
         if self.journal is not None:
+            before = self.journal.durable_length
             self.journal.commit()
+            if not self._stopping:  # close() leaves the last bytes to the kernel: no wait
+                self.journal.let_go(before)
 
     def note_frames(self) -> None:
         """Bring the frame counters up to date: written, pending, the expected close() wait."""
