@@ -17,6 +17,11 @@
     alternating: steps/s, close() seconds, kernel CPU s/GB, and each one's ratio to the whole
     ring, per round, median shown.
 
+``test_let_go``
+    h5recorder alone, flat out to the disk, letting go of committed pages (the default) and
+    not (``let_go=off``), cases alternating: steps/s, user and kernel CPU s/GB, close()
+    seconds, and the ratio of the two per round, median shown.
+
 ``test_close_after_a_long_recording``
     10,000 seed steps, ``flush()`` (so nothing is pending), then ``close()`` timed: the
     fixed cost of finishing an episode (statistics, trimming, attributes).
@@ -118,7 +123,7 @@ def test_backlog(benchmark, request, name):
     def rounds_of_cases() -> None:
         for round_number in range(rounds):
             for label, backlog in BACKLOGS.items():
-                figures = run_case("h5recorder", name, where, seconds, str(backlog))
+                figures = run_case("h5recorder", name, where, seconds, f"backlog={backlog}")
                 runs[label].append(figures)
                 print(f"  {name} backlog {label} round {round_number}: {figures}")
 
@@ -133,6 +138,35 @@ def test_backlog(benchmark, request, name):
         ]
         figures[f"{label} / whole ring"] = round(float(np.median(ratios)), 2)
     report(benchmark, f"backlog of an outrunning caller, {name}, tmpfs", figures)
+
+
+@pytest.mark.parametrize("name", ["seed", "hd"])
+def test_let_go(benchmark, request, tmp_path, name):
+    seconds = request.config.getoption("--write-seconds")
+    rounds = request.config.getoption("--write-rounds")
+    cases = {"let go (default)": (), "kept in the page cache": ("let_go=off",)}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in cases}
+
+    def rounds_of_cases() -> None:
+        for round_number in range(rounds):
+            for label, extra in cases.items():
+                figures = run_case("h5recorder", name, tmp_path, seconds, *extra)
+                runs[label].append(figures)
+                print(f"  {name} disk, {label}, round {round_number}: {figures}")
+
+    benchmark.pedantic(rounds_of_cases, rounds=1, iterations=1)
+    figures: dict[str, object] = {"workload": name, "seconds": seconds, "rounds": rounds}
+    for label, done in runs.items():
+        for key in ("steps_per_s", "MB_per_s", "user_cpu_s_per_GB", "kernel_cpu_s_per_GB",
+                    "close_s"):
+            figures[f"{label}:{key}"] = float(np.median([run[key] for run in done]))
+    ratios = [
+        mine["steps_per_s"] / kept["steps_per_s"]
+        for mine, kept in zip(runs["let go (default)"], runs["kept in the page cache"],
+                              strict=True)
+    ]
+    figures["let go / kept"] = round(float(np.median(ratios)), 2)
+    report(benchmark, f"letting go of committed pages, {name}, disk", figures)
 
 
 def test_close_after_a_long_recording(benchmark, tmp_path):

@@ -1,13 +1,15 @@
 """One write-path case in a process of its own, for ``test_write_path.py``; prints one JSON line.
 
-    python benchmarks/write_case.py SUBJECT WORKLOAD FOLDER SECONDS [BACKLOG_BYTES]
+    python benchmarks/write_case.py SUBJECT WORKLOAD FOLDER SECONDS [backlog=BYTES] [let_go=off]
 
 A fresh process per case keeps each subject's CPU time its own (``time.process_time`` covers
 every thread of the process: the writer, its crew, the compressors). The subject records the
 workload's steps flat out for ``SECONDS``, every ``record()`` timed, then ``close()``; the file
-is checked (steps and a row of each end) before the figures are printed. ``BACKLOG_BYTES``
+is checked (steps and a row of each end) before the figures are printed. ``backlog=BYTES``
 sets h5recorder's ``BACKLOG_BYTES`` (what a caller that outruns the writer may have pending;
-``0``: the whole ring) for ``test_write_path.py::test_backlog``. CPU time is reported whole,
+``0``: the whole ring) for ``test_write_path.py::test_backlog``; ``let_go=off`` keeps every
+committed page in the page cache (``JournaledFile.let_go`` does nothing) for
+``test_write_path.py::test_let_go``. CPU time is reported whole,
 and split into user and kernel time (``os.times``): the kernel's share is mostly the page
 cache taking the bytes, which every subject pays alike.
 """
@@ -64,10 +66,18 @@ def check(subject: str, load: Any, folder: Path, steps: int) -> None:
 
 def main() -> None:
     subject, name, where, seconds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
-    if len(sys.argv) > 5:
-        from h5recorder._write import recorder
+    for option in sys.argv[5:]:
+        key, value = option.split("=", 1)
+        if key == "backlog":
+            from h5recorder._write import recorder
 
-        recorder.BACKLOG_BYTES = int(sys.argv[5]) or 1 << 62
+            recorder.BACKLOG_BYTES = int(value) or 1 << 62
+        elif key == "let_go" and value == "off":
+            from h5recorder._write.journal import JournaledFile
+
+            JournaledFile.let_go = lambda self, end: None  # type: ignore[method-assign]
+        else:
+            raise ValueError(f"unknown option {option!r}; expected backlog=BYTES or let_go=off")
     load = workload(name)
     folder = where / f"write_case_{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)

@@ -202,9 +202,9 @@ class JournaledFile(io.FileIO):
         """Start writing out the bytes below ``end`` (what the commit before this one left)
         and drop their pages from the page cache once clean; each page is let go of once.
 
-        Recording flat out to a disk (2 x 1280x720 + depth, 2 cores), this took the recorder
-        from 0.8x to 1.4x a stream that leaves the page cache to the kernel
-        (``benchmarks/test_write_path.py::test_flat_out``, disk). On tmpfs it does nothing.
+        Recording flat out to a disk on 2 cores, this gave 1.6x (hd) and 2.4x (seed) the
+        steps/s of keeping the pages (``benchmarks/test_write_path.py::test_let_go``). On
+        tmpfs it does nothing.
         """
         end -= end % PAGE_BYTES
         if end <= self._let_go_below or not hasattr(os, "posix_fadvise"):
