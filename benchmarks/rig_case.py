@@ -29,25 +29,34 @@ RATE = 30.0
 BANK = 32
 
 
-def main() -> None:
-    png, seconds = sys.argv[1] == "on", float(sys.argv[2])
-    rng = np.random.default_rng(0)
-    cameras = [photo_frames(BANK, 480, 640, seed=seed) for seed in (0, 1)]
-    space = spaces.Dict(
+def rig_space() -> spaces.Dict:
+    """Two 640x480 RGB cameras and 14 joints."""
+    return spaces.Dict(
         {
             "camera_0": spaces.Box(0, 255, (480, 640, 3), np.uint8),
             "camera_1": spaces.Box(0, 255, (480, 640, 3), np.uint8),
             "joints": spaces.Box(-np.pi, np.pi, (14,), np.float32),
         }
     )
-    bank = [
+
+
+def rig_bank(count: int = BANK) -> list[dict[str, np.ndarray]]:
+    """``count`` observations of the rig: real photographs, moving, with noise."""
+    rng = np.random.default_rng(0)
+    cameras = [photo_frames(count, 480, 640, seed=seed) for seed in (0, 1)]
+    return [
         {
             "camera_0": cameras[0][i],
             "camera_1": cameras[1][i],
             "joints": rng.uniform(-1, 1, 14).astype(np.float32),
         }
-        for i in range(BANK)
+        for i in range(count)
     ]
+
+
+def main() -> None:
+    png, seconds = sys.argv[1] == "on", float(sys.argv[2])
+    space, bank = rig_space(), rig_bank()
     folder = tempfile.mkdtemp(prefix="rig_case_")
     try:
         keys = ["camera_0", "camera_1"] if png else []

@@ -27,12 +27,12 @@ import hdf5plugin  # noqa: F401 - registers the Blosc2 filter, so blosc2 chunks 
 import numpy as np
 import pytest
 from bench_support import report
-from gymnasium import spaces
 from PIL import Image
+from rig_case import rig_bank, rig_space
 
 from h5recorder import Recorder
 from h5recorder._tools.bench import paced, percentiles_us
-from h5recorder.workloads import Workload, photo_frames
+from h5recorder.workloads import Workload
 
 RATE = 30.0
 WARM_UP_SECONDS = 0.5
@@ -49,26 +49,8 @@ _rows: list[dict[str, Any]] = []
 @pytest.fixture(scope="module")
 def cameras() -> Workload:
     """Two 640x480 RGB cameras (real photographs, moving, with noise) and 14 joints."""
-    rng = np.random.default_rng(0)
-    banks = [photo_frames(BANK, 480, 640, seed=seed) for seed in (0, 1)]
-    observation = spaces.Dict(
-        {
-            "camera_0": spaces.Box(0, 255, (480, 640, 3), np.uint8),
-            "camera_1": spaces.Box(0, 255, (480, 640, 3), np.uint8),
-            "joints": spaces.Box(-np.pi, np.pi, (14,), np.float32),
-        }
-    )
-    bank = [
-        {
-            "observation": {
-                "camera_0": banks[0][i],
-                "camera_1": banks[1][i],
-                "joints": rng.uniform(-1, 1, 14).astype(np.float32),
-            }
-        }
-        for i in range(BANK)
-    ]
-    return Workload("cameras", observation, None, None, bank, ["camera_0", "camera_1"])
+    bank = [{"observation": observation} for observation in rig_bank(BANK)]
+    return Workload("cameras", rig_space(), None, None, bank, ["camera_0", "camera_1"])
 
 
 @pytest.fixture(scope="module", autouse=True)

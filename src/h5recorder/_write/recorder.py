@@ -761,38 +761,32 @@ class Recorder:
             if time.monotonic() - self._outrun_since > OUTRUN_SECONDS:
                 self._outrun_since = 0.0
             return
-        counters = self._counters
-        counters.waits += 1
-        started = time.perf_counter()
-        while ring.head - writer.done >= self._backlog_rows:
-            ring.released.clear()
-            if ring.head - writer.done < self._backlog_rows:
-                break
-            if writer.error is not None:
-                writer.raise_error()
-            writer.wake.set()
-            ring.released.wait(0.1)
-        now = time.perf_counter()
-        counters.wait_seconds += now - started
+        self._wait_for_writer(writer, lambda: ring.head - writer.done < self._backlog_rows)
         self._outrun_since = time.monotonic()
 
     def _wait_for_ring_slots(self, ring: Ring, writer: Writer) -> bool:
-        counters = self._counters
         if self.options.on_full == "drop":
-            counters.drops += 1
+            self._counters.drops += 1
             return False
+        self._wait_for_writer(writer, lambda: ring.head - ring.tail < ring.capacity)
+        return True
+
+    def _wait_for_writer(self, writer: Writer, done: Callable[[], bool]) -> None:
+        """Wait (counted) until ``done()``, woken by the writer at each drain and release."""
+        ring = self._ring
+        assert ring is not None
+        counters = self._counters
         counters.waits += 1
         started = time.perf_counter()
-        while ring.head - ring.tail >= ring.capacity:
+        while not done():
             ring.released.clear()
-            if ring.head - ring.tail < ring.capacity:
+            if done():
                 break
             if writer.error is not None:
                 writer.raise_error()
             writer.wake.set()
             ring.released.wait(0.1)
         counters.wait_seconds += time.perf_counter() - started
-        return True
 
     @property
     def file(self) -> h5py.File:
