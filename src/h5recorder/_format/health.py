@@ -44,7 +44,8 @@ class Health:
         over-allocation of mbodied's recorder. They are never read.
     drops, waits, missing_values
         The recorder's counters: steps dropped (``on_full="drop"``), times ``record()``
-        waited for space in the ring, values missing from a step (stored as fill values).
+        waited for the writer (the ring full, or a caller outrunning the writer at its
+        backlog), values missing from a step (stored as fill values).
     frames_missing
         PNG files of saved leaves that are missing: absent from disk where the caller looked
         (``open``, ``inspect``), else those the recorder listed (``dataset()``).
@@ -181,7 +182,7 @@ def health_of(
     if closed is None and ours:
         notes.append("this version of the recorder does not mark a clean close")
     if waits:
-        notes.append(f"record() waited {waits} times for free ring slots")
+        notes.append(f"record() waited {waits} times for the writer (a full ring or backlog)")
     if missing_values:
         notes.append(f"{missing_values} values were missing and hold their fill value")
     deferred = frames.get("deferred", 0) if isinstance(frames, Mapping) else 0
