@@ -49,8 +49,8 @@ __all__ = [
     "roll_back",
 ]
 
-JOURNAL_BYTES = 1 << 20
-PAGE_BYTES = 4096  # the user block: HDF5 wants a power of two, at least 512
+JOURNAL_BYTES = 1 << 20  # the user block: HDF5 wants a power of two, at least 512
+PAGE_BYTES = 4096  # what let_go advises about: whole pages below the end it is given
 
 
 class JournaledFile(io.FileIO):
