@@ -128,13 +128,13 @@ def crash_frames() -> np.ndarray:
     return photo_frames(16, 48, 64, seed=11)
 
 
-@pytest.mark.parametrize("attempt", range(5))
+@pytest.mark.parametrize("attempt", range(3))
 def test_kill_9_while_recording_leaves_a_readable_file(tmp_path, crash_frames, attempt):
     kill_and_check(tmp_path, random.Random(attempt).uniform(0.3, 2.0), crash_frames)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attempt", range(5, 25))
+@pytest.mark.parametrize("attempt", range(3, 25))
 def test_kill_9_sweep(tmp_path, crash_frames, attempt):
     kill_and_check(tmp_path, random.Random(attempt).uniform(0.05, 3.0), crash_frames)
 
@@ -148,22 +148,10 @@ def test_interpreter_exit_without_close_keeps_every_step(tmp_path, crash_frames)
         assert file["observation/image"].shape[0] == 321
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_close_cleanly(tmp_path, crash_frames, sig):
-    child = start_child(tmp_path, close="no")
-    assert child.stdout is not None
-    time.sleep(0.8)
-    child.send_signal(sig)
-    out, _ = child.communicate(timeout=60)
-    printed = [int(line) for line in out.split() if line.isdigit()]
-    size = check_rows(tmp_path / "crash.h5", crash_frames)
-    assert size >= max(printed), "every step accepted before the signal is on disk"
-    with h5py.File(tmp_path / "crash.h5", "r") as file:
-        assert file["observation/image"].shape[0] == size, "closed: exactly size rows"
-    assert {f"{i}.png" for i in range(size)} <= set(os.listdir(tmp_path / "crash_frames"))
-
-
-@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1, 0.25])
+@pytest.mark.parametrize(
+    "delay",
+    [0.0, 0.1, *(pytest.param(delay, marks=pytest.mark.slow) for delay in (0.03, 0.25))],
+)
 def test_kill_9_during_close_leaves_a_readable_file(tmp_path, crash_frames, delay):
     """close() drains the ring, writes the last chunks, commits and waits for frames: a kill
     at any of those moments leaves the steps of the last commit readable."""
