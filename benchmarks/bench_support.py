@@ -78,3 +78,17 @@ def lerobot_rig(bank: int, cameras: tuple[str, ...], joints: int) -> list[dict[s
         }
         for i in range(bank)
     ]
+
+
+def lerobot_features(cameras: tuple[str, ...], joints: int, video: bool) -> dict[str, Any]:
+    """The LeRobot features of that rig: each camera as an image (or video) feature, the
+    joints as ``observation.state`` and ``action``."""
+    kind = "video" if video else "image"
+    features: dict[str, Any] = {
+        f"observation.images.{name}": {"dtype": kind, "shape": (480, 640, 3),
+                                       "names": ["height", "width", "channels"]}
+        for name in cameras
+    }
+    features["observation.state"] = {"dtype": "float32", "shape": (joints,), "names": None}
+    features["action"] = {"dtype": "float32", "shape": (joints,), "names": None}
+    return features

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from bench_support import lerobot_rig, report
+from bench_support import lerobot_features, lerobot_rig, report
 from gymnasium import spaces
 
 from h5recorder import Recorder
@@ -66,14 +66,7 @@ def rig() -> list[dict[str, Any]]:
 
 def _lerobot(rig: list[dict[str, Any]], root: Path, steps: int, video: bool,
              figures: dict[str, Any]) -> None:
-    kind = "video" if video else "image"
-    features: dict[str, Any] = {
-        f"observation.images.{name}": {"dtype": kind, "shape": (480, 640, 3),
-                                       "names": ["height", "width", "channels"]}
-        for name in CAMERAS
-    }
-    features["observation.state"] = {"dtype": "float32", "shape": (JOINTS,), "names": None}
-    features["action"] = {"dtype": "float32", "shape": (JOINTS,), "names": None}
+    features = lerobot_features(CAMERAS, JOINTS, video)
     dataset = LeRobotDataset.create("local/rig", fps=RATE, features=features, root=root,
                                     use_videos=video, image_writer_threads=4 * len(CAMERAS))
     began = time.perf_counter()

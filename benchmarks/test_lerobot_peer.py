@@ -46,7 +46,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from bench_support import lerobot_rig, report
+from bench_support import lerobot_features, lerobot_rig, report
 from gymnasium import spaces
 from PIL import Image
 
@@ -108,14 +108,7 @@ def handover() -> tuple[str, str, bool] | None:
 
 def _lerobot(rig: list[dict[str, Any]], folder: Path, steps: int, video: bool,
              figures: dict[str, Any]) -> np.ndarray[Any, Any]:
-    kind = "video" if video else "image"
-    features: dict[str, Any] = {
-        f"observation.images.{name}": {"dtype": kind, "shape": (480, 640, 3),
-                                       "names": ["height", "width", "channels"]}
-        for name in CAMERAS
-    }
-    features["observation.state"] = {"dtype": "float32", "shape": (JOINTS,), "names": None}
-    features["action"] = {"dtype": "float32", "shape": (JOINTS,), "names": None}
+    features = lerobot_features(CAMERAS, JOINTS, video)
     root = folder / "lerobot"
     began = time.perf_counter()
     dataset = LeRobotDataset.create("local/rig", fps=int(RATE), features=features, root=root,
