@@ -145,4 +145,6 @@ package.__path__ = [sys.argv[4]]
 sys.modules["h5recorder"] = package
 from h5recorder._write.frames.worker import serve
 serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
+import os
+os._exit(0)  # every file it wrote is renamed into place: tearing the interpreter down is waste
 """
