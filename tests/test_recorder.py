@@ -196,23 +196,29 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "error", "message"), BAD_VALUES)
-def test_a_bad_step_is_rejected_whole_and_the_recorder_keeps_working(
-    tmp_path, frames, key, value, error, message
-):
+def test_a_bad_step_is_rejected_whole_and_the_recorder_keeps_working(tmp_path, frames):
+    """Each bad value in turn, between good steps, on one recorder: the error names the key
+    and what was expected, nothing of the bad step is written, and the next step records."""
     with Recorder("bad", out_dir=str(tmp_path), observation_space=SPACE) as recorder:
         recorder.record(good_step(frames, 0))
-        bad = good_step(frames, 1)
-        bad[key] = value
-        with pytest.raises(error, match=message) as caught:
-            recorder.record(bad)
-        assert isinstance(caught.value, RecorderError) and isinstance(caught.value, ValueError)
-        assert recorder.index == 1
-        recorder.record(good_step(frames, 2))
+        for n, (key, value, error, message) in enumerate(BAD_VALUES, start=1):
+            bad = good_step(frames, n)
+            bad[key] = value
+            with pytest.raises(error, match=message) as caught:
+                recorder.record(bad)
+            assert isinstance(caught.value, RecorderError), key
+            assert isinstance(caught.value, ValueError), key
+            assert recorder.index == n, key
+            recorder.record(good_step(frames, n))
+    steps = len(BAD_VALUES) + 1
     with h5py.File(recorder.filename, "r") as file:
-        assert file.attrs["size"] == 2
-        np.testing.assert_array_equal(file["observation/image"][:], frames[[0, 2]])
-        assert file["observation/grip"][:].tolist() == [0, 0]
+        assert file.attrs["size"] == steps
+        np.testing.assert_array_equal(file["observation/image"][:], frames[:steps])
+        assert file["observation/grip"][:].tolist() == [i % 2 for i in range(steps)]
+        assert file["observation/level"][:].tolist() == list(range(steps))
+        assert [s.decode() for s in file["observation/instruction"][:]] == [
+            f"step {i}" for i in range(steps)
+        ]
 
 
 def test_safe_casts_and_nan_are_recorded_as_is(tmp_path, frames):
