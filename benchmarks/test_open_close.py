@@ -3,9 +3,10 @@
 A user recording episode after episode opens a recorder per episode, in the loop's process. On
 the two-camera rig (two 640x480 RGB cameras, 14 joints), ``EPISODES`` short episodes of
 ``STEPS`` steps at ``RATE`` steps/s (one second each) are recorded one after another in this
-process, with PNG frames off and on, and the time of each open and each close is taken. Opening a recorder faults in its ring
-(``buffer_bytes``, 256 MiB by default): anonymous memory for the columns that stay in the
-process, shared memory (``/dev/shm``) for those the PNG workers read. Closing it writes what is
+process, with PNG frames off and on, and the time of each open and each close is taken.
+Opening a recorder faults in its ring (``buffer_bytes``, 256 MiB by default): anonymous memory
+for the columns that stay in the process, shared memory (``/dev/shm``) for those the PNG
+workers read. Closing it writes what is
 pending, waits for every PNG, then stops the workers. Every file is read back; nothing is
 asserted on timing.
 
@@ -55,7 +56,8 @@ def test_open_and_close(benchmark: Any, tmp_path: Path, frames: str) -> None:
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     ms = {name: 1000 * np.asarray(took) for name, took in (("open", opened), ("close", closed))}
-    report(benchmark, f"open and close, {STEPS}-step rig episodes at {RATE:g} Hz, frames {frames}", {
+    title = f"open and close, {STEPS}-step rig episodes at {RATE:g} Hz, frames {frames}"
+    report(benchmark, title, {
         "episodes": EPISODES,
         "open_ms_median": round(float(np.median(ms["open"])), 1),
         "open_ms_max": round(float(ms["open"].max()), 1),

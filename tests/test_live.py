@@ -304,7 +304,8 @@ _PLAIN_READER = textwrap.dedent("""
 def test_a_plain_h5py_reader_in_another_process_never_harms_the_recording(tmp_path, frames):
     """Without ``read_live``, another process opening the file with plain h5py in a loop
     (no file lock stops it) reads, or gets an ``OSError`` it can retry (a ``KeyError`` from
-    h5py when the object it opens is caught mid-commit); nothing else, no crash, and the recording loses nothing and records on at its rate."""
+    h5py when the object it opens is caught mid-commit); nothing else, no crash, and the
+    recording loses nothing and records on at its rate."""
     out, stop = tmp_path / "plain.json", tmp_path / "stop"
     with Recorder(
         "plain", out_dir=str(tmp_path), observation_space=SPACE, image_keys_to_save=[],
