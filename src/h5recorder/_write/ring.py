@@ -12,14 +12,20 @@ the ring. A held value keeps its slot reserved until then, so the ring's capacit
 
 Columns of saved image keys live in POSIX shared memory (``/dev/shm/h5rec_<pid>_...``) so
 that worker processes can read frames in place; segments of dead processes are swept at start.
+Faulting in a shared column costs the kernel about 0.7 s per GB (no huge pages there), so a
+closed recorder's shared columns are kept for ``SPARE_SECONDS`` (:class:`Spares`): the next
+recorder of the process with columns of the same shape takes them as they are, already in
+memory, and an episode after episode opens in a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,8 @@ SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "h5rec_"
 BYTE_COPY_ELEMENTS = 256  # numpy releases the GIL for copies of more than about 500 elements
 HANDOVER_BYTES = 1 << 16  # with hand-over, rows of at least this size are held, not copied
+SPARE_SECONDS = 10.0  # how long a closed recorder's shared columns wait for the next recorder
+SPARE_BYTES = 1 << 30  # at most this much of them is kept; the rest is freed at close
 
 
 def _pid_alive(pid: int) -> bool:
@@ -78,6 +86,7 @@ class SharedColumn:
     def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
         self.name = name
         self.path = SHM_DIR / name
+        self.pid = os.getpid()
         size = max(1, int(np.prod(shape)) * dtype.itemsize)
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -94,6 +103,87 @@ class SharedColumn:
         except BufferError:  # a view is still alive somewhere; the unlink below still frees it
             pass
         self.path.unlink(missing_ok=True)
+
+
+class Spares:
+    """Shared columns of closed recorders, kept a while for the next ring of this process.
+
+    A column is taken only by the process that made it (a forked child sees the parent's list
+    but never takes from it or frees it) and only for the same shape, dtype and folder. Its
+    rows hold the previous recording's values, as a ring's rows do after its first pass: every
+    row is written before anything reads it. What is not taken within ``SPARE_SECONDS`` is
+    freed, and so is everything left when the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: list[tuple[float, SharedColumn]] = []
+        self._timer: threading.Timer | None = None
+        self._exiting = False
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> SharedColumn | None:
+        with self._lock:
+            for i, (_, column) in enumerate(self._kept):
+                if (
+                    column.pid == os.getpid()
+                    and column.path.parent == SHM_DIR
+                    and column.array.shape == shape
+                    and column.array.dtype == dtype
+                ):
+                    del self._kept[i]
+                    return column
+        return None
+
+    def keep(self, column: SharedColumn) -> None:
+        """Keep ``column`` for the next ring, or free it now when too much is kept already."""
+        with self._lock:
+            kept = sum(c.array.nbytes for _, c in self._kept)
+            if (
+                self._exiting
+                or column.pid != os.getpid()
+                or kept + column.array.nbytes > SPARE_BYTES
+            ):
+                column.close()
+                return
+            self._kept.append((time.monotonic(), column))
+            if self._timer is None:
+                self._arm(SPARE_SECONDS)
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.name = "h5recorder-spares"
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            old = [c for kept, c in self._kept if now - kept >= SPARE_SECONDS]
+            self._kept = [(kept, c) for kept, c in self._kept if now - kept < SPARE_SECONDS]
+            self._timer = None
+            if self._kept:
+                self._arm(max(0.0, min(kept for kept, _ in self._kept) + SPARE_SECONDS - now))
+        for column in old:
+            column.close()
+
+    def at_exit(self) -> None:
+        self._exiting = True  # a recorder closed after this frees its columns at once
+        self.free()
+
+    def free(self) -> None:
+        """Free every column this process kept; a forked child frees none of its parent's."""
+        with self._lock:
+            kept, self._kept = self._kept, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        for _, column in kept:
+            if column.pid == os.getpid():
+                column.close()
+
+
+spares = Spares()
+atexit.register(spares.at_exit)
 
 
 class Ring:
@@ -119,6 +209,11 @@ class Ring:
         token = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
         for leaf in leaves:
             shape = (capacity, *leaf.shape)
+            spare = spares.take(shape, leaf.dtype) if leaf.index in to_share else None
+            if spare is not None:  # in memory already: every page was touched before
+                self.shared[leaf.index] = spare
+                self.columns.append(spare.array)
+                continue
             if leaf.index in to_share:
                 column = SharedColumn(f"{token}_{leaf.index}", shape, leaf.dtype)
                 self.shared[leaf.index] = column
@@ -195,7 +290,7 @@ class Ring:
         self.byte_rows = []
         self.columns = []
         for column in self.shared.values():
-            column.close()
+            spares.keep(column)
         self.shared = {}
 
 
