@@ -42,6 +42,9 @@ def segments() -> set[str]:
 def check(folder: Path, name: str, frames: np.ndarray) -> None:
     with h5py.File(folder / f"{name}.h5", "r") as file:
         np.testing.assert_array_equal(file["observation/image"][:], frames)
+        joints = np.zeros((len(frames), 3), np.float32)
+        joints[:, 0] = np.arange(len(frames)) / 1000
+        np.testing.assert_array_equal(file["observation/joint"][:], joints)
     pngs = sorted((folder / f"{name}_frames").rglob("*.png"))
     assert len(pngs) == len(frames)
     for path in pngs:
@@ -80,13 +83,21 @@ def test_kept_columns_are_freed_after_a_while_and_a_different_shape_gets_its_own
     check(tmp_path, "other", frames)
 
 
-def test_beyond_spare_bytes_a_closed_recorder_frees_its_columns_at_once(
+def test_beyond_spare_bytes_the_longest_kept_make_room_and_a_larger_one_is_freed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ring_module.spares.free()
-    monkeypatch.setattr(ring_module, "SPARE_BYTES", BUFFER // 8)
-    used = record(tmp_path, "big", photo_frames(10, 48, 64, seed=24))
-    assert not segments() & set(used)
+    frames = photo_frames(10, 48, 64, seed=24)
+    monkeypatch.setattr(ring_module, "SPARE_BYTES", BUFFER // 8)  # less than one image column
+    used = record(tmp_path, "big", frames)
+    assert not segments() & set(used)  # freed at close
+    monkeypatch.setattr(ring_module, "SPARE_BYTES", BUFFER + BUFFER // 4)  # one image column
+    first = record(tmp_path, "first", frames)
+    assert set(first) <= segments()
+    second = record(tmp_path, "second", frames, buffer=BUFFER // 2)  # another shape
+    assert set(second) <= segments() and not segments() & set(first)  # the older made room
+    check(tmp_path, "first", frames)
+    check(tmp_path, "second", frames)
 
 
 def test_a_forked_child_never_takes_or_frees_the_parents_columns(tmp_path: Path) -> None:

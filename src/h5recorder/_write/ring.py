@@ -135,19 +135,20 @@ class Spares:
         return None
 
     def keep(self, column: SharedColumn) -> None:
-        """Keep ``column`` for the next ring, or free it now when too much is kept already."""
+        """Keep ``column`` for the next ring; the longest kept make room for it beyond
+        ``SPARE_BYTES``, and one larger than that alone is freed now."""
+        freed: list[SharedColumn] = []
         with self._lock:
-            kept = sum(c.array.nbytes for _, c in self._kept)
-            if (
-                self._exiting
-                or column.pid != os.getpid()
-                or kept + column.array.nbytes > SPARE_BYTES
-            ):
-                column.close()
-                return
-            self._kept.append((time.monotonic(), column))
-            if self._timer is None:
-                self._arm(SPARE_SECONDS)
+            if self._exiting or column.pid != os.getpid() or column.array.nbytes > SPARE_BYTES:
+                freed.append(column)
+            else:
+                self._kept.append((time.monotonic(), column))
+                while sum(c.array.nbytes for _, c in self._kept) > SPARE_BYTES:
+                    freed.append(self._kept.pop(0)[1])
+                if self._timer is None:
+                    self._arm(SPARE_SECONDS)
+        for old in freed:
+            old.close()
 
     def _arm(self, seconds: float) -> None:
         self._timer = threading.Timer(seconds, self._expire)
