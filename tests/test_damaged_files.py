@@ -39,7 +39,7 @@ from h5recorder.workloads import photo_frames
 STEPS = 1300  # two chunks of the Text, Discrete and Box leaves, three of the image
 PAGE = 4096
 SECONDS = 5.0  # a reader past this is stuck
-QUICK = 60
+QUICK = 30
 LONG = 1500
 BATCH = 150  # copies per test of the long run (each well inside faulthandler_timeout)
 READERS = ("open", "inspect", "dataset", "read_live", "recover")

@@ -133,7 +133,11 @@ def _files_under(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
-@pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
+# the wheel is what users install; an editable install (what the README's commands make, so
+# every default run reads through its hook) is checked under -m slow
+@pytest.mark.parametrize("editable", [
+    pytest.param(False, id="wheel"), pytest.param(True, id="editable", marks=pytest.mark.slow),
+])
 def test_pip_installs_the_hook_with_the_package_and_uninstall_removes_every_file(
     tmp_path: Path, editable: bool
 ) -> None:
