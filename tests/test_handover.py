@@ -258,6 +258,7 @@ def test_a_rejected_step_leaves_no_reference_behind(tmp_path):
     check_file(recorder.filename, [steps[0], steps[2]])
 
 
+@pytest.mark.default_ring  # the 20 steps held must fit the ring: 37 MB
 def test_close_with_pending_references_loses_nothing(tmp_path):
     steps = rig_steps(20)
     handed: list[weakref.ref[np.ndarray]] = []

@@ -22,6 +22,7 @@ def decode(path) -> np.ndarray:
         return np.asarray(image)
 
 
+@pytest.mark.default_ring  # one in-process recording with frames on the default ring
 def test_every_kind_of_frame_decodes_to_what_was_recorded(tmp_path):
     rgb = photo_frames(12, 48, 64, seed=1)
     rgba = photo_frames(12, 48, 64, channels=4, seed=2)
