@@ -4,6 +4,7 @@ episode's files hold its own frames, never a previous episode's."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -121,3 +122,25 @@ def test_a_forked_child_never_takes_or_frees_the_parents_columns(tmp_path: Path)
     assert answer == b"none"
     assert set(used) <= segments()  # still there for the parent, which takes it next
     assert record(tmp_path, "after", photo_frames(10, 48, 64, seed=26)) == used
+
+
+def _record_in_child(folder: str, queue: object) -> None:
+    record(Path(folder), "child", photo_frames(10, 48, 64, seed=27))
+    queue.put(os.getpid())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_multiprocessing_child_frees_what_it_kept_when_it_ends(
+    tmp_path: Path, method: str
+) -> None:
+    """multiprocessing ends a child with os._exit, which skips atexit: its kept columns are
+    freed by multiprocessing's own exit hooks instead, not left in /dev/shm."""
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    child = context.Process(target=_record_in_child, args=(str(tmp_path), queue))
+    child.start()
+    pid = queue.get(timeout=120)
+    child.join(120)
+    assert child.exitcode == 0
+    assert not list(ring_module.SHM_DIR.glob(f"{ring_module.SHM_PREFIX}{pid}_*"))
+    check(tmp_path, "child", photo_frames(10, 48, 64, seed=27))

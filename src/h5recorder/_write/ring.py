@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import mmap
+import multiprocessing.util
 import os
 import secrets
 import threading
@@ -185,6 +186,25 @@ class Spares:
 
 spares = Spares()
 atexit.register(spares.at_exit)
+
+
+def _free_at_multiprocessing_exit(kept: Spares) -> None:
+    # a multiprocessing child ends with os._exit after multiprocessing's own exit hooks,
+    # never atexit's; its children forget the hooks they inherit, hence again after a fork
+    multiprocessing.util.Finalize(None, kept.at_exit, exitpriority=0)
+
+
+def _forget_in_child() -> None:
+    """After a fork: the parent's columns are not the child's, and a lock the parent held
+    at the fork would never be released."""
+    spares._lock = threading.Lock()
+    spares._kept = []
+    spares._timer = None
+
+
+_free_at_multiprocessing_exit(spares)
+multiprocessing.util.register_after_fork(spares, _free_at_multiprocessing_exit)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class Ring:
