@@ -109,8 +109,8 @@ class SharedColumn:
 class Spares:
     """Shared columns of closed recorders, kept a while for the next ring of this process.
 
-    A column is taken only by the process that made it (a forked child sees the parent's list
-    but never takes from it or frees it) and only for the same shape, dtype and folder. Its
+    A forked child starts with none (:func:`_forget_in_child`), and a column made by another
+    process is never kept. One is taken only for the same shape, dtype and folder. Its
     rows hold the previous recording's values, as a ring's rows do after its first pass: every
     row is written before anything reads it. What is not taken within ``SPARE_SECONDS`` is
     freed, and so is everything left when the process exits.
@@ -126,8 +126,7 @@ class Spares:
         with self._lock:
             for i, (_, column) in enumerate(self._kept):
                 if (
-                    column.pid == os.getpid()
-                    and column.path.parent == SHM_DIR
+                    column.path.parent == SHM_DIR
                     and column.array.shape == shape
                     and column.array.dtype == dtype
                 ):
@@ -173,15 +172,14 @@ class Spares:
         self.free()
 
     def free(self) -> None:
-        """Free every column this process kept; a forked child frees none of its parent's."""
+        """Free every column this process kept."""
         with self._lock:
             kept, self._kept = self._kept, []
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
         for _, column in kept:
-            if column.pid == os.getpid():
-                column.close()
+            column.close()
 
 
 spares = Spares()
